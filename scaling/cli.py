@@ -1,0 +1,63 @@
+"""The `scaling` console script: a thin dispatcher to one function per sub-command.
+
+Each sub-command is `module:function`, where the function takes the arguments after the
+sub-command name and returns an exit status. Modules are imported lazily so `scaling fit`
+never pays for JAX start-up it does not need.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from scaling.errors import ScalingError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("scaling.commands.info", "Parameter, FLOP and memory counts for a config."),
+    "train": ("scaling.commands.train", "Train one run into --workdir."),
+    "ladder": ("scaling.commands.ladder", "Show, run or inspect a ladder of runs."),
+    "results": ("scaling.commands.results", "Collect run records into one table."),
+    "fit": ("scaling.fit.cli:fit_main", "Fit a scaling law to a results table."),
+    "plan": ("scaling.fit.cli:plan_main", "Compute-optimal model size and tokens for a budget."),
+}
+
+
+def _usage() -> str:
+  lines = ["usage: scaling <command> [flags]", "", "commands:"]
+  lines += [f"  {name:8s} {help_}" for name, (_, help_) in COMMANDS.items()]
+  return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+  """Runs the sub-command named in `argv[0]` with the remaining arguments."""
+  if not argv or argv[0] in ("-h", "--help", "help"):
+    print(_usage())
+    return 0
+  name, rest = argv[0], list(argv[1:])
+  if name not in COMMANDS:
+    print(f"error: unknown command {name!r}; choose one of {', '.join(COMMANDS)}",
+          file=sys.stderr)
+    return 2
+  target = COMMANDS[name][0]
+  module_name, _, func_name = target.partition(":")
+  try:
+    module = importlib.import_module(module_name)
+    return int(getattr(module, func_name or "main")(rest) or 0)
+  except ScalingError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  except ModuleNotFoundError as e:
+    if e.name and e.name.startswith("scaling"):
+      print(f"error: command {name!r} is not available in this version ({e.name} missing)",
+            file=sys.stderr)
+      return 2
+    raise
+
+
+def run() -> None:
+  """Console-script entry point."""
+  sys.exit(main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+  run()
