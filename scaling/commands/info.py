@@ -1,0 +1,65 @@
+"""`scaling info --config=... [--mesh=data:8,model:1,expert:1] [--json]`.
+
+Counts parameters, training FLOPs per token and memory per device from abstract shapes only, so
+a 175B config is inspected on a laptop.
+"""
+
+from __future__ import annotations
+
+import json
+
+from absl import flags
+
+from scaling import accounting
+from scaling.commands.common import parse
+from scaling.config import validate
+from scaling.parallel.mesh import mesh_shape, parse_mesh_flag
+
+
+def _define(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("mesh", None, "Mesh to count memory for, e.g. data:8,model:1,expert:1; "
+                      "default: the config's mesh on one device per axis.", flag_values=fv)
+  flags.DEFINE_bool("json", False, "Print one JSON object.", flag_values=fv)
+
+
+def _human(n: float) -> str:
+  for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+    if abs(n) >= scale:
+      return f"{n / scale:.3g}{unit}"
+  return f"{n:.3g}"
+
+
+def main(argv: list[str]) -> int:
+  fv = parse(argv, _define)
+  cfg = validate(fv["config"].value)
+  if fv["mesh"].value:
+    sizes = parse_mesh_flag(fv["mesh"].value)
+    shape = mesh_shape(sizes, max(1, _product(sizes)))
+  else:
+    shape = {a: max(1, int(cfg.mesh[a])) for a in ("data", "model", "expert")}
+  report = accounting.info(cfg, shape)
+  if fv["json"].value:
+    print(json.dumps(report, indent=2, sort_keys=True))
+    return 0
+  s = report["shape"]
+  print(f"model {report['model']}: {s['num_layers']} layers, d_model {s['d_model']}, "
+        f"{s['num_heads']} heads ({s['num_kv_heads']} kv) x {s['head_dim']}, d_ff {s['d_ff']} "
+        f"({s['mlp']}), vocab {s['vocab_size']}, {s['position']} positions")
+  print(f"params  non-embedding N {report['params_non_embedding']:,} "
+        f"({_human(report['params_non_embedding'])}), total {report['params_total']:,} "
+        f"({_human(report['params_total'])}), active {report['params_active']:,}")
+  flops = ", ".join(f"{k} {_human(v)}" for k, v in report["flops_per_token"].items())
+  print(f"training FLOPs per token at seq_len {report['seq_len']}: {flops}")
+  mem = report["memory_breakdown_bytes"]
+  mesh = ",".join(f"{k}:{v}" for k, v in report["mesh"].items())
+  print(f"memory per device on mesh {mesh}: {mem['total'] / 2**30:.2f} GiB (params "
+        f"{mem['params'] / 2**30:.2f}, grads {mem['grads'] / 2**30:.2f}, optimizer "
+        f"{mem['optimizer'] / 2**30:.2f}, activations ~{mem['activations'] / 2**30:.2f})")
+  return 0
+
+
+def _product(sizes: dict[str, int]) -> int:
+  out = 1
+  for v in sizes.values():
+    out *= max(1, v)
+  return out

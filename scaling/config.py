@@ -1,0 +1,193 @@
+"""The run config: every field with its default, and validation with one clear error per mistake.
+
+Config files in `configs/` start from `default_config()` and override what their preset needs.
+`validate(cfg)` runs before anything is built or compiled; each failure raises `ScalingError`
+naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from scaling.errors import ScalingError, require
+
+MESH_AXES = ("data", "model", "expert")
+LOGICAL_AXES = ("batch", "length", "embed", "heads", "kv", "mlp", "vocab", "layers", "expert")
+DTYPES = ("float32", "bfloat16", "float16")
+REMAT_POLICIES = ("none", "full", "dots_saveable")
+MLP_TYPES = ("swiglu", "gelu")
+POSITIONS = ("rope", "learned", "relative")
+
+# Logical axis -> mesh axes ("" = replicated; "data,expert" = sharded over both).
+# Tensor parallelism over `model` (Megatron column/row split), batch over every data-parallel
+# axis. Set `embed` to "data" for FSDP (ZeRO-3): parameters and optimizer state split over data.
+DEFAULT_RULES = {
+    "batch": "data,expert",
+    "length": "",
+    "embed": "",
+    "heads": "model",
+    "kv": "",
+    "mlp": "model",
+    "vocab": "model",
+    "layers": "",
+    "expert": "expert",
+}
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """All fields a run understands, with defaults for a tiny CPU-sized dense model."""
+  c = ml_collections.ConfigDict()
+
+  c.model = m = ml_collections.ConfigDict()
+  m.name = "tiny"
+  m.num_layers = 2
+  m.d_model = 64
+  m.num_heads = 4
+  m.num_kv_heads = 4
+  m.head_dim = 0  # 0: d_model // num_heads
+  m.d_ff = 256
+  m.vocab_size = 512
+  m.max_len = 128
+  m.mlp = "swiglu"
+  m.position = "rope"
+  m.rope_base = 10_000.0
+  m.qk_norm = False
+  m.tied_embeddings = True
+  m.logit_softcap = 0.0  # 0: no cap
+  m.norm_eps = 1e-6
+  m.init_std = 0.02
+  m.dtype = "bfloat16"
+  m.param_dtype = "float32"
+  m.remat = "none"
+  m.scan_layers = True  # False unrolls the layer loop (same parameters, longer compile)
+  m.attention_impl = "auto"  # "auto" | "xla" | "cudnn"
+
+  c.train = t = ml_collections.ConfigDict()
+  t.steps = 200
+  t.global_batch = 16
+  t.seq_len = 128
+  t.microbatches = 1
+  t.optimizer = "adamw"
+  t.lr = 3e-3
+  t.min_lr_ratio = 0.1
+  t.warmup_steps = 20
+  t.schedule = "cosine"
+  t.decay_fraction = 0.2  # wsd: final fraction of steps spent decaying
+  t.weight_decay = 0.1
+  t.b1 = 0.9
+  t.b2 = 0.95
+  t.eps = 1e-8
+  t.grad_clip = 1.0
+  t.z_loss = 0.0
+  t.seed = 0
+  t.log_every = 10
+  t.eval_every = 100
+  t.eval_batches = 4
+  t.checkpoint_every = 100
+  t.keep_checkpoints = 2
+  t.flops_method = "chinchilla"
+  t.hardware = ""  # "" = detect
+
+  c.data = d = ml_collections.ConfigDict()
+  d.name = "synthetic"
+  d.data_dir = ""
+
+  c.mesh = ms = ml_collections.ConfigDict()
+  ms.data = -1
+  ms.model = 1
+  ms.expert = 1
+  ms.rules = ml_collections.ConfigDict(dict(DEFAULT_RULES))
+  return c
+
+
+def head_dim(m: ml_collections.ConfigDict) -> int:
+  """Per-head width; `model.head_dim` when set, else d_model // num_heads."""
+  return int(m.head_dim) or int(m.d_model) // int(m.num_heads)
+
+
+def validate_model(m: ml_collections.ConfigDict) -> None:
+  """Checks `cfg.model`; raises ScalingError naming the first bad field."""
+  for name in ("num_layers", "d_model", "num_heads", "num_kv_heads", "d_ff", "vocab_size",
+               "max_len"):
+    value = m.get(name)
+    require(isinstance(value, int) and value > 0,
+            f"model.{name}={value!r} must be a positive integer")
+  require(m.head_dim >= 0, f"model.head_dim={m.head_dim} must be >= 0 (0 means d_model/heads)")
+  require(m.head_dim or m.d_model % m.num_heads == 0,
+          f"model.num_heads={m.num_heads} does not divide model.d_model={m.d_model}; "
+          f"choose heads dividing {m.d_model} or set model.head_dim explicitly")
+  require(m.num_heads % m.num_kv_heads == 0,
+          f"model.num_kv_heads={m.num_kv_heads} does not divide model.num_heads={m.num_heads}; "
+          "grouped-query attention needs heads to be a multiple of kv heads")
+  require(m.mlp in MLP_TYPES, f"model.mlp={m.mlp!r} is unknown; choose one of {MLP_TYPES}")
+  require(m.position in POSITIONS,
+          f"model.position={m.position!r} is unknown; choose one of {POSITIONS}")
+  require(m.position != "rope" or head_dim(m) % 2 == 0,
+          f"rotary embeddings need an even head dimension, got {head_dim(m)}; "
+          "change model.head_dim or model.num_heads")
+  for name in ("dtype", "param_dtype"):
+    require(m.get(name) in DTYPES, f"model.{name}={m.get(name)!r} is unknown; choose {DTYPES}")
+  require(m.remat in REMAT_POLICIES,
+          f"model.remat={m.remat!r} is unknown; choose one of {REMAT_POLICIES}")
+  require(m.attention_impl in ("auto", "xla", "cudnn"),
+          f"model.attention_impl={m.attention_impl!r}; choose 'auto', 'xla' or 'cudnn'")
+  require(m.logit_softcap >= 0, f"model.logit_softcap={m.logit_softcap} must be >= 0")
+
+
+def validate_rules(rules: ml_collections.ConfigDict) -> None:
+  """Checks the logical-axis rules table `cfg.mesh.rules`."""
+  for logical, target in rules.items():
+    require(logical in LOGICAL_AXES,
+            f"mesh.rules.{logical}: unknown logical axis; the axes are {', '.join(LOGICAL_AXES)}")
+    for axis in parse_axes(target):
+      require(axis in MESH_AXES,
+              f"mesh.rules.{logical}={target!r}: unknown mesh axis {axis!r}; "
+              f"use a comma-separated subset of {MESH_AXES} or '' to replicate")
+
+
+def parse_axes(target: str | None) -> tuple[str, ...]:
+  """'data,expert' -> ('data', 'expert'); '' or None -> ()."""
+  if not target:
+    return ()
+  return tuple(a.strip() for a in str(target).split(",") if a.strip())
+
+
+def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Validates a whole run config before anything compiles; returns it unchanged."""
+  for section in ("model", "train", "data", "mesh"):
+    require(section in cfg, f"config has no '{section}' section; start from "
+            "scaling.config.default_config()")
+  validate_model(cfg.model)
+  validate_rules(cfg.mesh.rules)
+  t = cfg.train
+  for name in ("steps", "global_batch", "seq_len", "microbatches", "eval_batches", "log_every"):
+    require(isinstance(t.get(name), int) and t.get(name) > 0,
+            f"train.{name}={t.get(name)!r} must be a positive integer")
+  require(t.seq_len <= cfg.model.max_len,
+          f"train.seq_len={t.seq_len} is longer than model.max_len={cfg.model.max_len}; "
+          "raise model.max_len or shorten train.seq_len")
+  require(t.global_batch % t.microbatches == 0,
+          f"train.global_batch={t.global_batch} is not divisible by "
+          f"train.microbatches={t.microbatches}")
+  require(t.optimizer in ("adamw", "adafactor", "lion"),
+          f"train.optimizer={t.optimizer!r} is unknown; choose adamw, adafactor or lion")
+  require(t.schedule in ("cosine", "wsd", "constant"),
+          f"train.schedule={t.schedule!r} is unknown; choose cosine, wsd or constant")
+  require(0 <= t.warmup_steps < t.steps or t.steps == 1,
+          f"train.warmup_steps={t.warmup_steps} must be in [0, train.steps={t.steps})")
+  require(t.lr > 0, f"train.lr={t.lr} must be positive")
+  require(t.flops_method in ("6N", "kaplan", "chinchilla"),
+          f"train.flops_method={t.flops_method!r}; choose 6N, kaplan or chinchilla")
+  for axis in MESH_AXES:
+    size = cfg.mesh.get(axis)
+    require(isinstance(size, int) and (size > 0 or size == -1),
+            f"mesh.{axis}={size!r} must be a positive integer or -1 (take the rest)")
+  require(sum(cfg.mesh.get(a) == -1 for a in MESH_AXES) <= 1,
+          "at most one of mesh.data, mesh.model, mesh.expert may be -1")
+  return cfg
+
+
+def check_known(cfg: ml_collections.ConfigDict, preset: str, known) -> None:
+  """Raises a clear error for an unknown preset name."""
+  if preset not in known:
+    raise ScalingError(f"unknown preset {preset!r}; choose one of {', '.join(sorted(known))}")
