@@ -86,11 +86,12 @@ def default_config() -> ml_collections.ConfigDict:
   t.checkpoint_every = 100
   t.keep_checkpoints = 2
   t.flops_method = "chinchilla"
+  t.hparam_rule = ""  # "deepseek": lr and batch from the run's FLOPs (DeepSeek LLM, Eq. 1)
   t.hardware = ""  # "" = detect
 
-  c.data = d = ml_collections.ConfigDict()
-  d.name = "synthetic"
-  d.data_dir = ""
+  from scaling.data.pipeline import default_config as data_defaults  # owns the data knobs
+
+  c.data = data_defaults()
 
   c.mesh = ms = ml_collections.ConfigDict()
   ms.data = -1

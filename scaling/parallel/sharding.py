@@ -74,7 +74,8 @@ def check_divisible(state, mesh_shape: Mapping[str, int], rules: Rules) -> None:
     if not names:
       continue
     spec = logical_to_spec(names, rules)
-    for dim, (size, axes, name) in enumerate(zip(var.get_value().shape, spec, names, strict=False)):
+    shape = var.get_value().shape
+    for dim, (size, axes, name) in enumerate(zip(shape, spec, names, strict=False)):
       axes = () if axes is None else (axes,) if isinstance(axes, str) else axes
       ways = 1
       for a in axes:

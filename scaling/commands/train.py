@@ -1,0 +1,46 @@
+"""`scaling train --config=configs/dense.py:tiny --workdir=DIR [--config.train.steps=...]`.
+
+Trains one run into DIR (resuming when DIR has checkpoints) and prints the run record's summary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from absl import flags
+
+from scaling.commands.common import parse
+
+
+def _define(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string("workdir", None, "Run directory (created; resumed when it has "
+                      "checkpoints).", flag_values=fv)
+  flags.DEFINE_bool("json", False, "Print the whole run record as JSON.", flag_values=fv)
+  flags.DEFINE_string("coordinator", None, "host:port of process 0 for multi-host runs; "
+                      "TPU pods and Slurm are detected without it.", flag_values=fv)
+  flags.DEFINE_integer("num_processes", None, "Processes in a multi-host run.", flag_values=fv)
+  flags.DEFINE_integer("process_id", None, "This process's index in a multi-host run.",
+                       flag_values=fv)
+
+
+def main(argv: list[str]) -> int:
+  fv = parse(argv, _define)
+  from scaling.errors import ScalingError
+
+  if not fv["workdir"].value:
+    raise ScalingError("--workdir is required, e.g. --workdir=/tmp/run1")
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+  from scaling.parallel.distributed import maybe_initialize
+  from scaling.train.loop import train
+
+  maybe_initialize(fv["coordinator"].value, fv["num_processes"].value, fv["process_id"].value)
+  result = train(fv["config"].value, fv["workdir"].value)
+  if fv["json"].value:
+    print(json.dumps(result, indent=2, sort_keys=True, default=str))
+  else:
+    print(f"{result['status']}: {result['run_id']} N={result['params_non_embedding']:,} "
+          f"D={result['tokens']:,} C={result['flops']:.3e} ({result['flops_method']}) "
+          f"final eval loss {result['final_eval_loss']} (entropy floor "
+          f"{result['entropy_floor']}) in {result['wall_time_s']:.1f}s")
+  return 0 if result["status"] == "complete" else 1

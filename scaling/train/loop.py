@@ -1,0 +1,334 @@
+"""The training loop: one function, `train(cfg, workdir)`, that a CLI, a ladder or a notebook calls.
+
+Writes into `workdir`: `config.json` (resolved), `metrics.jsonl` (one line per logged step),
+TensorBoard events under `tb/`, orbax checkpoints under `checkpoints/`, and `result.json` (the
+run record). Running it again on the same workdir resumes from the newest good checkpoint and
+finishes with the same numbers as an uninterrupted run; on a complete run it returns at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import pathlib
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from scaling import accounting
+from scaling.config import parse_axes, validate
+from scaling.errors import ScalingError, require
+from scaling.models.dense import build_model
+from scaling.parallel.mesh import make_mesh
+from scaling.train import record
+from scaling.train.checkpoint import Checkpointer
+from scaling.train.optimizer import apply_size_rules, make_optimizer, schedule
+from scaling.train.step import AuxLossFn, make_steps
+
+log = logging.getLogger(__name__)
+EVAL_SEED = 0  # every run of a ladder is evaluated on the same held-out batches
+
+
+def data_parallel_width(cfg: ml_collections.ConfigDict, mesh_shape: dict[str, int]) -> int:
+  """Devices the batch is split over: the product of the mesh axes in `mesh.rules.batch`."""
+  return math.prod(mesh_shape[a] for a in parse_axes(cfg.mesh.rules.batch))
+
+
+def check_run_config(cfg: ml_collections.ConfigDict, mesh_shape: dict[str, int],
+                     vocab_size: int) -> None:
+  """Checks that need the mesh and the data, before anything compiles."""
+  t, m = cfg.train, cfg.model
+  dp = data_parallel_width(cfg, mesh_shape)
+  require(t.global_batch % (dp * t.microbatches) == 0,
+          f"train.global_batch={t.global_batch} does not split over {dp} data-parallel devices "
+          f"x train.microbatches={t.microbatches}; use a multiple of {dp * t.microbatches}")
+  require(t.global_batch % jax.process_count() == 0,
+          f"train.global_batch={t.global_batch} does not split over {jax.process_count()} hosts")
+  require(vocab_size <= m.vocab_size,
+          f"the dataset has {vocab_size} tokens but model.vocab_size={m.vocab_size}; set "
+          f"--config.model.vocab_size={vocab_size} or larger")
+
+
+class _StopFlag:
+  """Set by SIGTERM/SIGINT (Cloud TPU preemption sends SIGTERM): checkpoint and stop cleanly."""
+
+  def __init__(self):
+    self.signal: int | None = None
+
+  @contextlib.contextmanager
+  def installed(self):
+    if threading.current_thread() is not threading.main_thread():
+      yield self
+      return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    for s in previous:
+      signal.signal(s, lambda signum, frame: setattr(self, "signal", signum))
+    try:
+      yield self
+    finally:
+      for s, handler in previous.items():
+        signal.signal(s, handler)
+
+
+def _progress(total: int, initial: int):
+  if sys.stderr.isatty():
+    try:
+      from tqdm import tqdm
+      return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+    except ImportError:
+      pass
+  return None
+
+
+def run_counts(cfg: ml_collections.ConfigDict) -> dict:
+  """N, total/active params, tokens D and FLOPs C (by every method) of the configured run."""
+  counts = accounting.param_counts(cfg.model)
+  tokens = cfg.train.steps * cfg.train.global_batch * cfg.train.seq_len
+  per_token = accounting.flops_per_token(cfg.model, cfg.train.seq_len)
+  return dict(**counts, tokens=tokens, flops=per_token[cfg.train.flops_method] * tokens,
+              flops_method=cfg.train.flops_method,
+              flops_by_method={k: v * tokens for k, v in per_token.items()},
+              flops_per_token=per_token[cfg.train.flops_method])
+
+
+@dataclasses.dataclass
+class Trainer:
+  """A run's initial state and its compiled-on-first-call steps, shardings spelled out."""
+
+  state: dict
+  train_step: Callable  # (state, batch) -> (state, metrics); donates state
+  eval_step: Callable  # (params, batch) -> {"nll_sum", "count"}
+  batch_sharding: NamedSharding
+  replicated: NamedSharding
+
+
+def build_trainer(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                  aux_loss_fn: AuxLossFn | None = None) -> Trainer:
+  """Builds the sharded state and the jitted steps (explicit in/out shardings, donated state)."""
+  model = build_model(cfg, mesh)
+  graphdef, params = nnx.split(model)
+  optimizer = make_optimizer(cfg.train)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  with jax.set_mesh(mesh):
+    # Optimizer state is initialised where its parameters live (sharding propagates).
+    opt_state = jax.jit(optimizer.init)(params)
+  state = {"step": jax.device_put(jnp.zeros((), jnp.int32), replicated), "params": params,
+           "opt_state": opt_state}
+  state_shardings = jax.tree.map(lambda x: x.sharding, state)
+  batch_axes = parse_axes(cfg.mesh.rules.batch)
+  batch_sharding = NamedSharding(mesh, PartitionSpec(batch_axes or None, None))
+  train_step, eval_step = make_steps(graphdef, cfg, optimizer, aux_loss_fn)
+  train_step = jax.jit(train_step, in_shardings=(state_shardings, batch_sharding),
+                       out_shardings=(state_shardings, replicated), donate_argnums=0)
+  eval_step = jax.jit(eval_step, in_shardings=(state_shardings["params"], batch_sharding),
+                      out_shardings=replicated)
+  return Trainer(state, train_step, eval_step, batch_sharding, replicated)
+
+
+def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
+          aux_loss_fn: AuxLossFn | None = None, devices=None) -> dict:
+  """Trains `cfg` into `workdir` (resuming if it holds checkpoints); returns the run record."""
+  from scaling.data import data_info, make_batches
+
+  workdir = pathlib.Path(workdir)
+  cfg = ml_collections.ConfigDict(cfg.to_dict())  # our copy: size rules may fill fields
+  validate(cfg)
+  done = record.read_result(workdir)
+  if done and done.get("status") == "complete":
+    log.info("%s is complete; nothing to do", workdir)
+    return done
+  if cfg.train.hparam_rule not in ("", "none"):
+    apply_size_rules(cfg, run_counts(cfg)["flops"])
+
+  info = data_info(cfg.data)
+  mesh = make_mesh(cfg.mesh, devices)
+  mesh_shape = dict(mesh.shape)
+  check_run_config(cfg, mesh_shape, info.vocab_size)
+  t = cfg.train
+  counts = run_counts(cfg)
+  is_chief = jax.process_index() == 0
+  workdir.mkdir(parents=True, exist_ok=True)
+  if is_chief:
+    record.write_json_atomic(workdir / "config.json", cfg.to_dict())
+
+  trainer = build_trainer(cfg, mesh, aux_loss_fn)
+  state, train_step, eval_step = trainer.state, trainer.train_step, trainer.eval_step
+  batch_sharding = trainer.batch_sharding
+
+  ckpt = Checkpointer(workdir, every=t.checkpoint_every, keep=t.keep_checkpoints)
+  restored = ckpt.restore_latest(state)
+  start = 0
+  elapsed_before = 0.0
+  metrics_path = workdir / record.METRICS
+  if restored is not None:
+    start, state = restored
+    log.info("resuming %s from step %d", workdir, start)
+    if is_chief:
+      record.truncate_metrics(metrics_path, start)
+      elapsed_before = _last_elapsed(metrics_path)
+  elif is_chief:
+    metrics_path.unlink(missing_ok=True)
+
+  pidx, pcount = jax.process_index(), jax.process_count()
+  train_data = make_batches(cfg.data, split="train", seq_len=t.seq_len,
+                            global_batch=t.global_batch, seed=t.seed, process_index=pidx,
+                            process_count=pcount)
+  eval_data = make_batches(cfg.data, split="validation", seq_len=t.seq_len,
+                           global_batch=t.global_batch, seed=EVAL_SEED, process_index=pidx,
+                           process_count=pcount)
+  global_shape = (t.global_batch, t.seq_len)
+
+  def to_device(batch: dict) -> dict:
+    return {k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(v),
+                                                      global_shape) for k, v in batch.items()}
+
+  def evaluate(params) -> float:
+    sums = [eval_step(params, to_device(eval_data[i])) for i in range(t.eval_batches)]
+    nll = sum(float(s["nll_sum"]) for s in sums)
+    return nll / max(1.0, sum(float(s["count"]) for s in sums))
+
+  writer = _tensorboard(workdir) if is_chief else None
+  lr_at = schedule(t)
+  bar = _progress(t.steps, start) if is_chief else None
+  best_eval, last_eval = math.inf, None
+  pending: list[dict] = []
+  status, failure = "complete", None
+  last_good = start
+  began = time.time()
+  mark_time, mark_step = time.time(), start
+  stop = _StopFlag()
+  with stop.installed(), jax.set_mesh(mesh):
+    step = start
+    while step < t.steps:
+      state, metrics = train_step(state, to_device(train_data[step]))
+      pending.append(metrics)
+      step += 1
+      is_last = step == t.steps
+      want_log = step % t.log_every == 0 or is_last
+      want_eval = step % t.eval_every == 0 or is_last
+      want_ckpt = step % t.checkpoint_every == 0 or is_last or stop.signal is not None
+      if not (want_log or want_eval or want_ckpt):
+        continue
+      # One host sync per log/eval/checkpoint step, never per step.
+      host = jax.device_get(pending)
+      pending = []
+      losses = [float(m["loss"]) for m in host]
+      bad = [k for m in host for k, v in m.items() if not math.isfinite(float(v))]
+      if bad:
+        status = "failed"
+        failure = (f"loss became {_first_bad(host)} by step {step} (non-finite: "
+                   f"{', '.join(sorted(set(bad)))}); the last good checkpoint is "
+                   f"step {last_good} in {ckpt.directory}. Lower train.lr (now {t.lr}), "
+                   "raise train.warmup_steps, or set train.z_loss")
+        break
+      now = time.time()
+      line = {"step": step, "loss": float(np.mean(losses)),
+              "lr": float(lr_at(step - 1)), "grad_norm": float(host[-1]["grad_norm"]),
+              "tokens": step * t.global_batch * t.seq_len,
+              "flops": step * t.global_batch * t.seq_len * counts["flops_per_token"],
+              "tokens_per_s": (step - mark_step) * t.global_batch * t.seq_len
+                              / max(now - mark_time, 1e-9),
+              "step_time_s": (now - mark_time) / max(step - mark_step, 1),
+              "elapsed_s": elapsed_before + now - began}
+      line.update({k: float(v) for k, v in host[-1].items()
+                   if k not in ("loss", "grad_norm", "tokens")})
+      if want_eval:
+        last_eval = evaluate(state["params"])
+        best_eval = min(best_eval, last_eval)
+        line["eval_loss"] = last_eval
+      if want_ckpt:
+        ckpt.save(step, state, force=is_last or stop.signal is not None)
+        last_good = step
+      if is_chief:
+        _append_jsonl(metrics_path, line)
+        _tensorboard_write(writer, line)
+        _report(bar, line, t.steps)
+      mark_time, mark_step = time.time(), step
+      if stop.signal is not None and not is_last:
+        status = "interrupted"
+        break
+  ckpt.close()
+  if writer is not None:
+    writer.close()
+  if bar is not None:
+    bar.close()
+
+  result = dict(
+      run_id=cfg.get("run_id", "") or workdir.name, status=status, config=cfg.to_dict(),
+      params_non_embedding=counts["params_non_embedding"], params_total=counts["params_total"],
+      params_active=counts["params_active"], params_embedding=counts["params_embedding"],
+      tokens=counts["tokens"], flops=counts["flops"], flops_method=counts["flops_method"],
+      flops_by_method=counts["flops_by_method"], steps=t.steps, steps_done=step,
+      final_eval_loss=last_eval if status == "complete" else None,
+      best_eval_loss=best_eval if math.isfinite(best_eval) else None,
+      entropy_floor=info.entropy_floor, data=dict(name=info.name, vocab_size=info.vocab_size,
+                                                  **info.metadata),
+      metrics_path=record.METRICS, wall_time_s=_last_elapsed(metrics_path),
+      hardware=record.hardware(), mesh=mesh_shape, versions=record.versions(), error=failure)
+  if is_chief:
+    record.write_json_atomic(workdir / record.RESULT, result)
+  if status == "failed":
+    raise ScalingError(failure)
+  return result
+
+
+def _first_bad(host: list[dict]) -> float:
+  for m in host:
+    for v in m.values():
+      if not math.isfinite(float(v)):
+        return float(v)
+  return float("nan")
+
+
+def _last_elapsed(path: pathlib.Path) -> float:
+  if not path.exists():
+    return 0.0
+  lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+  return float(json.loads(lines[-1]).get("elapsed_s", 0.0)) if lines else 0.0
+
+
+def _append_jsonl(path: pathlib.Path, line: dict) -> None:
+  with path.open("a") as f:
+    f.write(json.dumps(line, sort_keys=True) + "\n")
+    f.flush()
+
+
+def _tensorboard(workdir: pathlib.Path):
+  try:
+    from tensorboardX import SummaryWriter
+  except ImportError:
+    return None
+  return SummaryWriter(str(workdir / "tb"))
+
+
+def _tensorboard_write(writer, line: dict) -> None:
+  if writer is None:
+    return
+  for key, value in line.items():
+    if key != "step":
+      writer.add_scalar(key, value, line["step"])
+  writer.flush()
+
+
+def _report(bar, line: dict, total: int) -> None:
+  text = (f"step {line['step']}/{total} loss {line['loss']:.4f} "
+          f"{line['tokens_per_s']:,.0f} tok/s")
+  if "eval_loss" in line:
+    text += f" eval {line['eval_loss']:.4f}"
+  if bar is not None:
+    bar.update(line["step"] - bar.n)
+    bar.set_postfix_str(text.split(" ", 2)[2])
+  else:
+    print(text, flush=True)
