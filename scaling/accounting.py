@@ -23,7 +23,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from scaling.config import head_dim
+from scaling.config import expert_d_ff, head_dim
 from scaling.parallel.sharding import sharded_bytes
 
 FLOPS_METHODS = ("6N", "kaplan", "chinchilla")
@@ -33,27 +33,57 @@ def _mlp_matrices(m) -> int:
   return 3 if m.mlp == "swiglu" else 2
 
 
-def layer_params(m: ml_collections.ConfigDict) -> int:
-  """Parameters of one transformer block."""
+def _moe_layers(m: ml_collections.ConfigDict) -> int:
+  """Number of MoE layers (the last of every group of `moe.every`); 0 for dense models."""
+  return m.num_layers // m.moe.every if m.moe.num_experts else 0
+
+
+def _attention_params(m: ml_collections.ConfigDict) -> int:
   d, n, k, h = m.d_model, m.num_heads, m.num_kv_heads, head_dim(m)
   attn = d * h * (n + 2 * k) + n * h * d
   if m.qk_norm:
     attn += 2 * h
   if m.position == "relative":
     attn += d * n * h  # Transformer-XL relative key projection W_r
-  return attn + _mlp_matrices(m) * d * m.d_ff + 2 * d
+  return attn + 2 * d  # + the block's two norms
+
+
+def _moe_ffn_params(m: ml_collections.ConfigDict, experts: int) -> int:
+  """Router + `experts` routed experts + the shared experts of one MoE layer."""
+  one = _mlp_matrices(m) * m.d_model * expert_d_ff(m)
+  return m.d_model * m.moe.num_experts + (experts + m.moe.num_shared_experts) * one
+
+
+def layer_params(m: ml_collections.ConfigDict) -> int:
+  """Parameters of one dense transformer block."""
+  return _attention_params(m) + _mlp_matrices(m) * m.d_model * m.d_ff
 
 
 def param_counts(m: ml_collections.ConfigDict) -> dict[str, int]:
-  """Exact parameter counts of `Transformer(m)`: non-embedding (N), embedding, total, active."""
+  """Exact parameter counts of `Transformer(m)`.
+
+  `params_non_embedding` is N; `params_active` counts what one token uses: everything except
+  the routed experts it is not sent to (top_k of num_experts per MoE layer; the router and
+  shared experts are always active), including embeddings, as Mixtral's "12.9B active".
+  `params_active_non_embedding` is N_active, the N of MoE scaling laws.
+  """
   d, v = m.d_model, m.vocab_size
-  non_embedding = m.num_layers * layer_params(m) + d  # + final norm
+  n_moe = _moe_layers(m)
+  dense_layers = m.num_layers - n_moe
+  attention = m.num_layers * _attention_params(m)
+  dense_ffn = dense_layers * _mlp_matrices(m) * d * m.d_ff
+  non_embedding = attention + dense_ffn + d  # + final norm
+  active_non_embedding = non_embedding
+  if n_moe:
+    non_embedding += n_moe * _moe_ffn_params(m, m.moe.num_experts)
+    active_non_embedding += n_moe * _moe_ffn_params(m, m.moe.top_k)
   embedding = v * d * (1 if m.tied_embeddings else 2)
   if m.position == "learned":
     embedding += m.max_len * d
-  total = non_embedding + embedding
   return dict(params_non_embedding=non_embedding, params_embedding=embedding,
-              params_total=total, params_active=total)
+              params_total=non_embedding + embedding,
+              params_active=active_non_embedding + embedding,
+              params_active_non_embedding=active_non_embedding)
 
 
 def count_params(tree) -> int:
@@ -83,15 +113,28 @@ def chinchilla_forward_flops(*, num_layers: int, d_model: int, num_heads: int, h
 
 
 def flops_per_token(m: ml_collections.ConfigDict, seq_len: int) -> dict[str, float]:
-  """Training FLOPs per token (forward + backward) by each method in `FLOPS_METHODS`."""
-  n = param_counts(m)["params_non_embedding"]
+  """Training FLOPs per token (forward + backward) by each method in `FLOPS_METHODS`.
+
+  MoE models count what a token uses: `6N` and `kaplan` use N_active; `chinchilla` charges each
+  MoE layer its router (2 d E), top_k routed and the shared experts' MLPs instead of a dense MLP.
+  """
+  counts = param_counts(m)
+  n = counts["params_active_non_embedding"]
   d_attn = m.num_heads * head_dim(m)
-  chin = 3 * chinchilla_forward_flops(
+  attention_and_embeddings = chinchilla_forward_flops(
       num_layers=m.num_layers, d_model=m.d_model, num_heads=m.num_heads, head_dim=head_dim(m),
-      num_kv_heads=m.num_kv_heads, d_ff=m.d_ff, seq_len=seq_len, vocab_size=m.vocab_size,
+      num_kv_heads=m.num_kv_heads, d_ff=0, seq_len=seq_len, vocab_size=m.vocab_size,
       mlp=m.mlp) / seq_len
+  n_moe = _moe_layers(m)
+  mult = _mlp_matrices(m)
+  ffn = (m.num_layers - n_moe) * 2 * mult * m.d_model * m.d_ff
+  if n_moe:
+    routed = m.moe.top_k + m.moe.num_shared_experts
+    ffn += n_moe * (2 * routed * mult * m.d_model * expert_d_ff(m)
+                    + 2 * m.d_model * m.moe.num_experts)
+  chin = 3 * (attention_and_embeddings + ffn)
   return {"6N": 6.0 * n, "kaplan": 6.0 * n + 6.0 * m.num_layers * seq_len * d_attn,
-          "chinchilla": chin}
+          "chinchilla": float(chin)}
 
 
 def _optimizer_bytes(shape: tuple[int, ...], optimizer: str) -> int:
@@ -163,6 +206,9 @@ def info(cfg: ml_collections.ConfigDict, mesh_shape: Mapping[str, int] | None = 
                  vocab_size=m.vocab_size, max_len=m.max_len, mlp=m.mlp, position=m.position,
                  tied_embeddings=m.tied_embeddings),
       **counts,
+      moe=(dict(num_experts=m.moe.num_experts, top_k=m.moe.top_k,
+                expert_d_ff=expert_d_ff(m), num_shared_experts=m.moe.num_shared_experts,
+                every=m.moe.every) if m.moe.num_experts else None),
       seq_len=cfg.train.seq_len,
       flops_per_token=flops_per_token(m, cfg.train.seq_len),
       mesh=mesh_shape,

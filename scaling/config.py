@@ -62,6 +62,22 @@ def default_config() -> ml_collections.ConfigDict:
   m.scan_layers = True  # False unrolls the layer loop (same parameters, longer compile)
   m.attention_impl = "auto"  # "auto" | "xla" | "cudnn"
 
+  m.moe = moe = ml_collections.ConfigDict()
+  moe.num_experts = 0  # 0: dense model
+  moe.top_k = 2
+  moe.expert_d_ff = 0  # 0: model.d_ff
+  moe.num_shared_experts = 0
+  moe.capacity_factor = 1.25
+  moe.eval_capacity_factor = 2.0
+  moe.dropless = False
+  moe.every = 1  # every k-th layer is MoE (the last of each group of k)
+  moe.dispatch = "sort"  # "einsum" (GShard reference) | "sort" (ragged_dot)
+  moe.gating = "softmax_topk"  # | "topk_softmax" (Mixtral)
+  moe.renormalize = True  # softmax_topk: renormalise the kept weights to sum 1
+  moe.router_jitter = 0.0
+  moe.load_balance_coef = 0.01  # Switch Transformer default (Fedus et al. 2022, Sec. 2.2)
+  moe.router_z_loss_coef = 1e-3  # ST-MoE default (Zoph et al. 2022, Sec. 3.1)
+
   c.train = t = ml_collections.ConfigDict()
   t.steps = 200
   t.global_batch = 16
@@ -106,6 +122,11 @@ def head_dim(m: ml_collections.ConfigDict) -> int:
   return int(m.head_dim) or int(m.d_model) // int(m.num_heads)
 
 
+def expert_d_ff(m: ml_collections.ConfigDict) -> int:
+  """Width of one routed expert; `model.moe.expert_d_ff` when set, else model.d_ff."""
+  return int(m.moe.expert_d_ff) or int(m.d_ff)
+
+
 def validate_model(m: ml_collections.ConfigDict) -> None:
   """Checks `cfg.model`; raises ScalingError naming the first bad field."""
   for name in ("num_layers", "d_model", "num_heads", "num_kv_heads", "d_ff", "vocab_size",
@@ -133,6 +154,22 @@ def validate_model(m: ml_collections.ConfigDict) -> None:
   require(m.attention_impl in ("auto", "xla", "cudnn"),
           f"model.attention_impl={m.attention_impl!r}; choose 'auto', 'xla' or 'cudnn'")
   require(m.logit_softcap >= 0, f"model.logit_softcap={m.logit_softcap} must be >= 0")
+  moe = m.moe
+  if moe.num_experts:
+    require(moe.num_experts > 0, f"model.moe.num_experts={moe.num_experts} must be >= 0")
+    require(1 <= moe.top_k <= moe.num_experts,
+            f"model.moe.top_k={moe.top_k} must be in [1, model.moe.num_experts="
+            f"{moe.num_experts}]")
+    require(moe.every >= 1 and m.num_layers % moe.every == 0,
+            f"model.moe.every={moe.every} must divide model.num_layers={m.num_layers}")
+    require(moe.expert_d_ff >= 0, f"model.moe.expert_d_ff={moe.expert_d_ff} must be >= 0")
+    require(moe.dispatch in ("einsum", "sort"),
+            f"model.moe.dispatch={moe.dispatch!r}; choose 'einsum' or 'sort' (the Pallas "
+            "kernels are not built yet)")
+    require(moe.gating in ("softmax_topk", "topk_softmax"),
+            f"model.moe.gating={moe.gating!r}; choose 'softmax_topk' or 'topk_softmax'")
+    require(moe.dropless or moe.capacity_factor > 0,
+            f"model.moe.capacity_factor={moe.capacity_factor} must be > 0 unless dropless")
 
 
 def validate_rules(rules: ml_collections.ConfigDict) -> None:
@@ -186,6 +223,24 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   require(sum(cfg.mesh.get(a) == -1 for a in MESH_AXES) <= 1,
           "at most one of mesh.data, mesh.model, mesh.expert may be -1")
   return cfg
+
+
+def load(spec: str) -> ml_collections.ConfigDict:
+  """`configs/dense.py:tiny` -> that file's `get_config("tiny")`, as `--config=` would load it.
+
+  For notebooks and scripts; relative paths are taken from the current directory.
+  """
+  import importlib.util
+  import pathlib
+
+  path, _, arg = spec.partition(":")
+  file = pathlib.Path(path)
+  if not file.exists():
+    raise ScalingError(f"config file {path!r} not found; pass e.g. configs/dense.py:tiny")
+  module_spec = importlib.util.spec_from_file_location(f"_config_{file.stem}", file)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
 
 
 def check_known(cfg: ml_collections.ConfigDict, preset: str, known) -> None:

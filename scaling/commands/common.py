@@ -21,13 +21,13 @@ def parse(argv: list[str], define: Callable[[flags.FlagValues], None],
   fv = flags.FlagValues()
   config_flags.DEFINE_config_file(
       "config", None, "Config file and preset, e.g. configs/dense.py:tiny.", flag_values=fv,
-      lock_config=True)
+      lock_config=True, sys_argv=["scaling", *argv])  # not sys.argv: commands run in-process too
   define(fv)
   try:
     fv(["scaling", *argv])
     config = fv["config"].value
     if config is not None:
-      config["model"]  # config_flags defers load errors to first access: surface them here
+      config.keys()  # config_flags defers load errors to first access: surface them here
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
     raise _explain(e, argv) from None
   if needs_config and config is None:

@@ -16,7 +16,7 @@ import ml_collections
 from flax import nnx
 
 from scaling.config import head_dim
-from scaling.models.layers import Block, dtype_of, normal, rms_norm, rope_tables
+from scaling.models.layers import Block, Group, dtype_of, normal, rms_norm, rope_tables
 from scaling.parallel.sharding import check_divisible, constrain, state_shardings
 
 REMAT_POLICIES = {
@@ -38,10 +38,15 @@ class Transformer(nnx.Module):
                                  embedding_init=normal(m.init_std, ("length", "embed")),
                                  rngs=rngs)
 
-    @nnx.split_rngs(splits=m.num_layers)
+    # Dense: one scanned unit per layer. MoE: units of `moe.every` layers ending in an MoE.
+    self.is_moe = bool(m.moe.num_experts)
+    units = m.num_layers // m.moe.every if self.is_moe else m.num_layers
+    unit = Group if self.is_moe else Block
+
+    @nnx.split_rngs(splits=units)
     @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
-    def make_blocks(rngs: nnx.Rngs) -> Block:
-      return Block(m, self.rules, rngs=rngs)
+    def make_blocks(rngs: nnx.Rngs) -> nnx.Module:
+      return unit(m, self.rules, rngs=rngs)
 
     self.blocks = make_blocks(rngs)
     self.final_norm = rms_norm(m.d_model, ("embed",), m, rngs)
@@ -51,7 +56,12 @@ class Transformer(nnx.Module):
                                                                     ("embed", "vocab")),
                                 rngs=rngs)
 
-  def __call__(self, tokens_BxL: jax.Array) -> jax.Array:
+  def __call__(self, tokens_BxL: jax.Array, *, train: bool = False,
+               rng: jax.Array | None = None, return_aux: bool = False):
+    """Logits [B, L, V] float32; with `return_aux`, also the MoE router losses and statistics
+    (`{"load_balance", "router_z"}` summed over MoE layers, per-layer stats stacked [layers/every,
+    ...]; empty for dense models). `train` selects the training capacity factor and router
+    jitter (which needs `rng`)."""
     m = self.m
     length = tokens_BxL.shape[1]
     positions_L = jnp.arange(length)
@@ -65,14 +75,19 @@ class Transformer(nnx.Module):
 
     graphdef, layer_state = nnx.split(self.blocks)
 
-    def layer(x, state):
-      return nnx.merge(graphdef, state)(x, sin, cos), None
+    units = jax.tree.leaves(layer_state)[0].shape[0]
+    keys = jax.random.split(rng, units) if rng is not None else jnp.zeros((units,), jnp.uint32)
+
+    def layer(x, inputs):
+      state, key = inputs
+      return nnx.merge(graphdef, state)(x, sin, cos, train=train,
+                                        rng=key if rng is not None else None)
 
     if m.remat != "none":
       layer = jax.checkpoint(layer, policy=REMAT_POLICIES[m.remat], prevent_cse=False)
     # Unrolling (scan_layers=False) trades compile time for visibility: XLA's cost analysis counts
     # a loop body once, so FLOP checks and some profilers need the layers unrolled.
-    x_BxLxD, _ = jax.lax.scan(layer, x_BxLxD, layer_state,
+    x_BxLxD, aux = jax.lax.scan(layer, x_BxLxD, (layer_state, keys),
                               unroll=1 if m.scan_layers else m.num_layers)
 
     x_BxLxD = self.final_norm(x_BxLxD)
@@ -85,7 +100,13 @@ class Transformer(nnx.Module):
     if m.logit_softcap:
       # Gemma 2 (Team et al. 2024, Sec. 2): cap * tanh(logits / cap).
       logits_BxLxV = m.logit_softcap * jnp.tanh(logits_BxLxV / m.logit_softcap)
-    return logits_BxLxV
+    if not return_aux:
+      return logits_BxLxV
+    losses = {}
+    if aux:
+      losses = {"load_balance": m.moe.load_balance_coef * jnp.sum(aux["load_balance"]),
+                "router_z": m.moe.router_z_loss_coef * jnp.sum(aux["router_z"])}
+    return logits_BxLxV, {"losses": losses, "stats": aux}
 
 
 def abstract_model(cfg: ml_collections.ConfigDict) -> Transformer:

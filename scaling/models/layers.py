@@ -143,16 +143,45 @@ class Mlp(nnx.Module):
 
 
 class Block(nnx.Module):
-  """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+  """Pre-norm residual block: x + attn(norm(x)), then x + ffn(norm(x)).
 
-  def __init__(self, m: ml_collections.ConfigDict, rules: Mapping[str, str], *, rngs: nnx.Rngs):
-    self.rules = rules
+  The feed-forward is the dense `Mlp`, or `MoeMlp` when `moe` is set; the block returns the
+  MoE's router statistics and losses as a dict (empty for dense blocks).
+  """
+
+  def __init__(self, m: ml_collections.ConfigDict, rules: Mapping[str, str], *, rngs: nnx.Rngs,
+               moe: bool = False):
+    from scaling.models.moe import MoeMlp
+
+    self.rules, self.is_moe = rules, moe
     self.attn_norm = rms_norm(m.d_model, ("embed",), m, rngs)
     self.attn = Attention(m, rules, rngs=rngs)
     self.mlp_norm = rms_norm(m.d_model, ("embed",), m, rngs)
-    self.mlp = Mlp(m, rules, rngs=rngs)
+    self.mlp = MoeMlp(m, rules, rngs=rngs) if moe else Mlp(m, rules, rngs=rngs)
 
-  def __call__(self, x_BxLxD: jax.Array, sin, cos) -> jax.Array:
+  def __call__(self, x_BxLxD: jax.Array, sin, cos, *, train: bool = False,
+               rng: jax.Array | None = None) -> tuple[jax.Array, dict]:
     x_BxLxD = x_BxLxD + self.attn(self.attn_norm(x_BxLxD), sin, cos)
-    x_BxLxD = x_BxLxD + self.mlp(self.mlp_norm(x_BxLxD))
-    return constrain(x_BxLxD, ("batch", "length", "embed"), self.rules)
+    aux: dict = {}
+    if self.is_moe:
+      y_BxLxD, aux = self.mlp(self.mlp_norm(x_BxLxD), train=train, rng=rng)
+    else:
+      y_BxLxD = self.mlp(self.mlp_norm(x_BxLxD))
+    x_BxLxD = x_BxLxD + y_BxLxD
+    return constrain(x_BxLxD, ("batch", "length", "embed"), self.rules), aux
+
+
+class Group(nnx.Module):
+  """`every` consecutive blocks whose last one is MoE: the unit scanned in MoE models."""
+
+  def __init__(self, m: ml_collections.ConfigDict, rules: Mapping[str, str], *, rngs: nnx.Rngs):
+    self.size = m.moe.every
+    for i in range(self.size):
+      setattr(self, f"block{i}", Block(m, rules, rngs=rngs, moe=i == self.size - 1))
+
+  def __call__(self, x_BxLxD, sin, cos, *, train: bool = False, rng=None):
+    aux: dict = {}
+    for i in range(self.size):
+      x_BxLxD, aux_i = getattr(self, f"block{i}")(x_BxLxD, sin, cos, train=train, rng=rng)
+      aux = aux_i or aux
+    return x_BxLxD, aux

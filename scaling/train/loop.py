@@ -225,7 +225,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
       host = jax.device_get(pending)
       pending = []
       losses = [float(m["loss"]) for m in host]
-      bad = [k for m in host for k, v in m.items() if not math.isfinite(float(v))]
+      bad = [k for m in host for k, v in m.items() if not np.all(np.isfinite(v))]
       if bad:
         status = "failed"
         failure = (f"loss became {_first_bad(host)} by step {step} (non-finite: "
@@ -242,7 +242,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
                               / max(now - mark_time, 1e-9),
               "step_time_s": (now - mark_time) / max(step - mark_step, 1),
               "elapsed_s": elapsed_before + now - began}
-      line.update({k: float(v) for k, v in host[-1].items()
+      line.update({k: np.asarray(v).tolist() for k, v in host[-1].items()
                    if k not in ("loss", "grad_norm", "tokens")})
       if want_eval:
         last_eval = evaluate(state["params"])
@@ -259,6 +259,12 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
       if stop.signal is not None and not is_last:
         status = "interrupted"
         break
+  if status == "complete" and last_eval is None:
+    # Restored at the final step (killed after the last checkpoint, before result.json): the
+    # loop had nothing to do, so evaluate the restored parameters for the record.
+    with jax.set_mesh(mesh):
+      last_eval = evaluate(state["params"])
+    best_eval = min(best_eval, last_eval)
   ckpt.close()
   if writer is not None:
     writer.close()
@@ -269,6 +275,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
       run_id=cfg.get("run_id", "") or workdir.name, status=status, config=cfg.to_dict(),
       params_non_embedding=counts["params_non_embedding"], params_total=counts["params_total"],
       params_active=counts["params_active"], params_embedding=counts["params_embedding"],
+      params_active_non_embedding=counts["params_active_non_embedding"],
+      experts=cfg.model.moe.num_experts or 1,
       tokens=counts["tokens"], flops=counts["flops"], flops_method=counts["flops_method"],
       flops_by_method=counts["flops_by_method"], steps=t.steps, steps_done=step,
       final_eval_loss=last_eval if status == "complete" else None,
@@ -287,8 +295,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
 def _first_bad(host: list[dict]) -> float:
   for m in host:
     for v in m.values():
-      if not math.isfinite(float(v)):
-        return float(v)
+      bad = np.asarray(v)[~np.isfinite(np.asarray(v))]
+      if bad.size:
+        return float(bad.flat[0])
   return float("nan")
 
 
@@ -317,7 +326,12 @@ def _tensorboard_write(writer, line: dict) -> None:
   if writer is None:
     return
   for key, value in line.items():
-    if key != "step":
+    if key == "step":
+      continue
+    if isinstance(value, list):  # per-MoE-layer statistics: one scalar per layer (and expert)
+      for i, v in enumerate(np.ravel(value)):
+        writer.add_scalar(f"{key}/{i}", v, line["step"])
+    else:
       writer.add_scalar(key, value, line["step"])
   writer.flush()
 

@@ -41,22 +41,30 @@ def make_steps(graphdef: nnx.GraphDef, cfg: ml_collections.ConfigDict,
   def model_of(params):
     return nnx.merge(graphdef, params)
 
-  def loss_fn(params, batch):
+  def loss_fn(params, batch, rng):
     model = model_of(params)
-    logits = model(batch["inputs"])
+    logits, out = model(batch["inputs"], train=True, rng=rng, return_aux=True)
     nll, zl, count = cross_entropy(logits, batch["targets"], batch["mask"], t.z_loss)
-    aux = aux_loss_fn(model, batch) if aux_loss_fn else {}
+    # Mean-type losses (router losses, the hook's) are scaled by the token count here because
+    # the step divides every sum by the count at the end.
+    aux = dict(out["losses"])
+    if aux_loss_fn:
+      aux.update(aux_loss_fn(model, batch))
     total = nll + zl + sum(aux.values()) * count
-    return total, {"nll_sum": nll, "z_loss_sum": zl, "count": count,
-                   **{k: v * count for k, v in aux.items()}}
+    sums = {"nll_sum": nll, "z_loss_sum": zl, "count": count,
+            **{k: v * count for k, v in aux.items()}}
+    sums.update({f"moe/{k}": v * count for k, v in out["stats"].items()})
+    return total, sums
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def train_step(state, batch):
     params = state["params"]
     m = t.microbatches
+    # Router jitter noise is a pure function of (seed, step), so resumed runs repeat it.
+    rng = jax.random.fold_in(jax.random.key(t.seed), state["step"])
     if m == 1:
-      (_, sums), grads = grad_fn(params, batch)
+      (_, sums), grads = grad_fn(params, batch, rng)
     else:
       # [B, L] -> [B/M, M, L] -> [M, B/M, L]: each data shard keeps its own rows in every
       # microbatch, so splitting the batch moves no data between devices.
@@ -64,14 +72,17 @@ def make_steps(graphdef: nnx.GraphDef, cfg: ml_collections.ConfigDict,
                                                   0, 1), batch)
       zeros = jax.tree.map(jnp.zeros_like, params)
 
-      def accumulate(carry, mb):
+      def accumulate(carry, inputs):
         g_acc, s_acc = carry
-        (_, sums), g = grad_fn(params, mb)
+        mb, key = inputs
+        (_, sums), g = grad_fn(params, mb, key)
         return (jax.tree.map(jnp.add, g_acc, g), jax.tree.map(jnp.add, s_acc, sums)), None
 
-      (_, sums0), _ = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro))
+      keys = jax.random.split(rng, m)
+      (_, sums0), _ = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro),
+                                     keys[0])
       init = (zeros, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sums0))
-      (grads, sums), _ = jax.lax.scan(accumulate, init, micro)
+      (grads, sums), _ = jax.lax.scan(accumulate, init, (micro, keys))
     count = jnp.maximum(sums["count"], 1.0)
     grads = jax.tree.map(lambda g: g / count, grads)
     updates, opt_state = optimizer.update(grads, state["opt_state"], params)

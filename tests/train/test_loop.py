@@ -117,3 +117,17 @@ def test_config_errors_before_compiling(tiny_cfg, tmp_path, change, message):
   with pytest.raises(ScalingError, match=message):
     train(tiny_cfg, tmp_path)
   assert not (tmp_path / "checkpoints").exists()
+
+
+def test_moe_trains_with_expert_parallelism_and_logs_router_stats(tiny_cfg, tmp_path):
+  tiny_cfg.model.moe.update(num_experts=4, top_k=2, expert_d_ff=32)
+  tiny_cfg.mesh.update(data=4, model=1, expert=2)
+  tiny_cfg.train.update(steps=6, eval_every=6, checkpoint_every=100)
+  record = train(tiny_cfg, tmp_path)
+  assert record["experts"] == 4
+  assert record["params_active"] < record["params_total"]
+  line = _metrics(tmp_path)[-1]
+  assert len(line["moe/expert_fraction"]) == 2 and len(line["moe/expert_fraction"][0]) == 4
+  assert line["load_balance"] == pytest.approx(0.01 * sum(line["moe/load_balance"]), rel=1e-4)
+  assert 0.0 <= min(line["moe/dropped_fraction"]) <= max(line["moe/dropped_fraction"]) < 1.0
+  assert line["loss"] < _metrics(tmp_path)[0]["loss"]
