@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint install clean
+.PHONY: test lint install clean slurm demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,25 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+# The main job: train the CPU demo ladder on the embedded synthetic language (~4 min on 2
+# cores), then fit the Chinchilla law with bootstrap intervals and plots into runs/demo/fit.
+demo: $(STAMP)
+	$(BIN)/scaling ladder run configs/ladders/cpu_demo.py --workdir=runs/demo
+	$(BIN)/scaling results collect runs/demo --out=runs/demo/results.csv
+	$(BIN)/scaling fit runs/demo --law=chinchilla --approach=3 --bootstrap=200 \
+	  --out=runs/demo/fit
+
+# Slurm for the batch-job tests (tests/ladder/test_slurm.py starts a one-node cluster on
+# localhost). Best effort: Debian/Ubuntu as root only, a no-op once installed, never fails the
+# build (without it the Slurm tests skip and say why).
+slurm:
+	-@command -v slurmctld >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+	  command -v apt-get >/dev/null 2>&1 && \
+	  timeout 900 sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq slurmctld slurmd slurm-client munge' >/dev/null 2>&1; } || \
+	  echo "note: Slurm is not installed; the Slurm tests will skip"
+
+test: $(STAMP) slurm
 	$(BIN)/ruff check scaling configs experiments tests
 	XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu \
 	  $(BIN)/python -m pytest -q -n 2 --dist loadfile tests

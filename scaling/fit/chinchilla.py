@@ -143,6 +143,10 @@ def approach2(table: Table, *, bootstrap: int = 0, seed: int = 0, min_points: in
     ScalingError: fewer than two budgets with `min_points` distinct model sizes.
   """
   budgets = group_budgets(table)
+  if np.isnan(budgets).any():
+    # A mixed ladder: only the IsoFLOP rows carry a budget; the grid rows have no profile.
+    keep = np.flatnonzero(np.isfinite(budgets))
+    table, budgets = table.subset(keep), budgets[keep]
   minima = _isoflop_minima(table, budgets, np.ones(len(table)), min_points)
   usable = [m for m in minima if np.isfinite(m["params"]) and np.isfinite(m["tokens"])]
   if len(usable) < 2:

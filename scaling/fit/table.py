@@ -193,7 +193,7 @@ def _records_to_table(records: list[dict], source: str, columns: dict[str, str],
     arr = np.array(cols[c], np.float64)
     if np.isnan(arr).all():
       continue  # an empty optional column is an absent one
-    if np.isnan(arr).any():
+    if np.isnan(arr).any() and c != "budget":  # budget: empty outside IsoFLOP sweeps
       i = int(np.flatnonzero(np.isnan(arr))[0])
       raise ScalingError(f"{source}: row {i + 1} (line {i + 1 + line_offset}): column {c!r} "
                          "is empty "
@@ -240,12 +240,17 @@ def _workdir_records(path: str) -> list[dict]:
         raise ScalingError(f"{f}: not valid JSON ({e.msg})") from None
     if r.get("status") != "complete":
       continue  # unfinished or failed runs have no final loss to fit
+    # Ladder labels (budget, granularity) live in the run's config; experts in the model's.
+    labels = (r.get("config") or {}).get("ladder") or {}
+    moe = ((r.get("config") or {}).get("model") or {}).get("moe") or {}
     records.append({
         "run_id": r.get("run_id", os.path.basename(os.path.dirname(f))),
         "params": r.get("params_non_embedding"), "tokens": r.get("tokens"),
         "loss": r.get("final_eval_loss"), "flops": r.get("flops"),
-        "params_active": r.get("params_active"), "experts": r.get("experts"),
-        "granularity": r.get("granularity"), "budget": r.get("budget"),
+        "params_active": r.get("params_active"),
+        "experts": r.get("experts") or moe.get("num_experts") or 1,
+        "granularity": r.get("granularity") or labels.get("granularity"),
+        "budget": r.get("budget") or labels.get("budget"),
         "_dir": os.path.dirname(f)})
   if not records:
     raise ScalingError(f"{path}: {len(files)} runs found but none has status 'complete'; "

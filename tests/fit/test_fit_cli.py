@@ -86,13 +86,19 @@ def test_workdir_reader(tmp_path):
     (run / "result.json").write_text(json.dumps({
         "run_id": f"r{i}", "params_non_embedding": n, "params_total": n * 1.2,
         "params_active": n, "tokens": 20 * n, "flops": 120 * n * n, "flops_method": "6N",
-        "final_eval_loss": 3.0 - i * 0.1, "best_eval_loss": 2.9, "status": status}))
+        "final_eval_loss": 3.0 - i * 0.1, "best_eval_loss": 2.9, "status": status,
+        # As `scaling ladder run` writes it: labels in the run's config, r0 outside IsoFLOP.
+        "config": {"ladder": {"budget": 1e15} if i else {},
+                   "model": {"moe": {"num_experts": 8}}}}))
     (run / "metrics.jsonl").write_text("\n".join(json.dumps(
         {"step": s, "tokens": s * 1e5, "flops": 6 * n * s * 1e5, "loss": 5.0 / (1 + s)})
         for s in range(1, 6)))
   t = table_lib.load_table(str(tmp_path))
   assert len(t) == 2 and t.run_id == ["r0", "r1"]
   np.testing.assert_allclose(t.loss, [3.0, 2.9])
+  np.testing.assert_array_equal(t.get("experts"), [8, 8])
+  budget = t.get("budget")
+  assert np.isnan(budget[0]) and budget[1] == 1e15  # a mixed grid + IsoFLOP ladder loads
   curves = table_lib.load_curves(str(tmp_path))
   assert len(curves) == 2 and curves[1].params == 2e6
 

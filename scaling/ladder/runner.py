@@ -1,0 +1,207 @@
+"""Preparing a ladder workdir, the per-run worker every backend calls, and the local backend.
+
+`prepare` writes the manifest and each run's `spec.json` and returns what is still to do: runs
+with a complete `result.json` are skipped, everything else (new, interrupted, failed, killed)
+is launched again and resumes from its checkpoints. `work` trains one run under its lock, so two
+runners on one workdir never train the same run at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import ml_collections
+
+from scaling.errors import ScalingError
+from scaling.ladder import store
+from scaling.ladder.spec import Rung
+
+log = logging.getLogger(__name__)
+ATTEMPTS = "attempts.jsonl"
+POLL_S = 2.0
+
+
+def _append(path, obj: dict) -> None:
+  if store.is_local(path):
+    with open(os.fspath(path), "a") as f:
+      f.write(json.dumps(obj) + "\n")
+  else:
+    old = path.read_text() if path.exists() else ""
+    path.write_text(old + json.dumps(obj) + "\n")
+
+
+def attempts(workdir, run_id: str) -> list[dict]:
+  """Every time a runner started training `run_id` (not counting no-op visits to a done run)."""
+  path = store.run_dir(workdir, run_id) / ATTEMPTS
+  if not path.exists():
+    return []
+  return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def prepare_data(rungs: list[Rung]) -> None:
+  """Prepares each distinct dataset once, here, before several processes would race to."""
+  from scaling.data import data_info
+
+  seen = set()
+  for r in rungs:
+    key = json.dumps(r.config.data.to_dict(), sort_keys=True)
+    if key not in seen:
+      seen.add(key)
+      data_info(r.config.data)
+
+
+def prepare(workdir, name: str, rungs: list[Rung]) -> list[Rung]:
+  """Writes DIR/ladder.json and runs/<id>/spec.json; returns the rungs not yet complete."""
+  store.Path(workdir).mkdir(parents=True, exist_ok=True)
+  store.write_manifest(workdir, name, [r.row() for r in rungs])
+  todo = []
+  for r in rungs:
+    d = store.run_dir(workdir, r.run_id)
+    # Rewritten every time: fields outside the run id (data_dir, mesh, ...) may have changed.
+    store.write_json(d / store.SPEC, r.config.to_dict())
+    if store.run_state(workdir, r.run_id)["state"] != "complete":
+      todo.append(r)
+  return todo
+
+
+def work(workdir, run_id: str) -> dict:
+  """Trains run `run_id` of the ladder in `workdir` (resuming it); returns its run_state.
+
+  In a multi-process run (a pod slice, a multi-task Slurm step) every process trains the run
+  together, so no lock is taken: one launcher owns the whole slice.
+  """
+  import jax
+
+  from scaling.train.loop import train
+
+  d = store.run_dir(workdir, run_id)
+  spec = store.read_json(d / store.SPEC)
+  if spec is None:
+    raise ScalingError(f"{d} has no {store.SPEC}; run `scaling ladder run CONFIG "
+                       f"--workdir={workdir}` to prepare it")
+  cfg = ml_collections.ConfigDict(spec)
+  if jax.process_count() > 1:
+    train(cfg, os.fspath(d))
+    return store.run_state(workdir, run_id)
+  with store.locked(d) as got:
+    if not got:
+      owner = store.lock_owner(d) or {}
+      log.warning("run %s is held by %s pid %s; skipping", run_id, owner.get("host"),
+                  owner.get("pid"))
+      return dict(store.run_state(workdir, run_id), state="running")
+    before = store.run_state(workdir, run_id)  # "running": we hold the lock now
+    if (store.read_json(d / "result.json") or {}).get("status") != "complete":
+      # One line per time a runner actually trains this run: proof that locks hold, and the
+      # history `ladder status` can show (resumes, resubmissions).
+      _append(d / ATTEMPTS, dict(time=time.time(), host=socket.gethostname(), pid=os.getpid(),
+                                 from_step=before["steps_done"],
+                                 slurm_job=os.environ.get("SLURM_JOB_ID")))
+    try:
+      train(cfg, os.fspath(d))
+    except ScalingError as e:
+      log.error("run %s failed: %s", run_id, e)
+  return store.run_state(workdir, run_id)
+
+
+def _fmt_state(s: dict) -> str:
+  loss = f" eval loss {s['eval_loss']:.4f}" if s.get("eval_loss") is not None else ""
+  wall = f" in {s['wall_time_s']:.0f}s" if s.get("wall_time_s") is not None else ""
+  return f"{s['state']}{loss}{wall}"
+
+
+def run_local(workdir, rungs: list[Rung], todo: list[Rung], *, parallel: int = 1,
+              out=None) -> int:
+  """Trains `todo` one after another (in this process) or `parallel` at once (subprocesses).
+
+  Prints progress (runs done / total, the current runs' step and loss). Returns 0 when every
+  rung of the ladder is complete, else 1.
+  """
+  out = out or sys.stdout
+  total = len(rungs)
+  done = total - len(todo)
+
+  def say(text: str) -> None:
+    print(text, file=out, flush=True)
+
+  say(f"ladder: {total} runs, {done} complete, {len(todo)} to run in {workdir}")
+  if parallel <= 1:
+    queue, held = list(todo), []
+    while queue or held:
+      if not queue:
+        # Runs another runner holds: wait for it, then take over whatever it did not finish
+        # (its lock goes stale if it died).
+        time.sleep(POLL_S)
+        queue = [r for r in held if store.run_state(workdir, r.run_id)["state"] != "running"]
+        held = [r for r in held if r not in queue]
+        continue
+      r = queue.pop(0)
+      say(f"[{done}/{total} done] {r.run_id} ({r.sweep}/{r.label}): "
+          f"N={r.counts['params_non_embedding']:,} D={r.counts['tokens']:,} "
+          f"steps={r.config.train.steps}")
+      try:
+        state = work(workdir, r.run_id)
+      except Exception as e:  # noqa: BLE001 - one broken run must not stop the ladder
+        log.exception("run %s crashed", r.run_id)
+        state = dict(store.run_state(workdir, r.run_id), state="failed", error=str(e))
+      if state["state"] == "running":
+        say(f"[{done}/{total} done] {r.run_id}: another runner is training it; waiting")
+        held.append(r)
+        continue
+      done += state["state"] == "complete"
+      say(f"[{done}/{total} done] {r.run_id}: {_fmt_state(state)}")
+      if state["state"] == "interrupted":
+        say("ladder interrupted; run the same command again to resume")
+        return 1
+  else:
+    done = _run_parallel(workdir, todo, parallel, done, total, say)
+  return 0 if done == total else 1
+
+
+def worker_command(workdir, run_id: str) -> list[str]:
+  return [sys.executable, "-m", "scaling.cli", "ladder", "worker", os.fspath(workdir),
+          f"--run_id={run_id}"]
+
+
+def _run_parallel(workdir, todo: list[Rung], parallel: int, done: int, total: int, say) -> int:
+  queue = list(todo)
+  active: dict[str, subprocess.Popen] = {}
+  last_line = ""
+  try:
+    while queue or active:
+      while queue and len(active) < parallel:
+        r = queue.pop(0)
+        d = store.run_dir(workdir, r.run_id)
+        logf = open(os.fspath(d / "train.log"), "ab")  # noqa: SIM115 - closed with the process
+        active[r.run_id] = subprocess.Popen(worker_command(workdir, r.run_id), stdout=logf,
+                                            stderr=subprocess.STDOUT)
+        logf.close()
+      time.sleep(1.0)
+      for rid, proc in list(active.items()):
+        if proc.poll() is not None:
+          del active[rid]
+          state = store.run_state(workdir, rid)
+          done += state["state"] == "complete"
+          say(f"[{done}/{total} done] {rid}: {_fmt_state(state)}")
+      parts = []
+      for rid in active:
+        s = store.run_state(workdir, rid)
+        steps = (store.read_json(store.run_dir(workdir, rid) / store.SPEC) or {}).get(
+            "train", {}).get("steps", "?")
+        parts.append(f"{rid} step {s['steps_done']}/{steps}")
+      line = f"[{done}/{total} done] running: " + ", ".join(parts) if parts else ""
+      if line and line != last_line:
+        say(line)
+        last_line = line
+  except KeyboardInterrupt:
+    for proc in active.values():
+      proc.terminate()  # SIGTERM: each run checkpoints and records `interrupted`
+    for proc in active.values():
+      proc.wait()
+    say("ladder interrupted; run the same command again to resume")
+  return done

@@ -1,0 +1,108 @@
+"""The local backend end to end: runs land, reruns are no-ops, interrupted runs resume, a killed
+runner loses no finished result, and two runners on one workdir never train the same run twice."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from scaling import cli
+from scaling.ladder import runner, store
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.slow
+TINY = "tests/ladder/tiny_ladder.py"
+
+
+def _ids(workdir):
+  return [r["run_id"] for r in store.read_manifest(workdir)["runs"]]
+
+
+def test_run_rerun_resume_status_collect(tmp_path, data_dir, capsys):
+  w = tmp_path / "ladder"
+  args = ["ladder", "run", TINY, f"--workdir={w}", f"--config.run.data.data_dir={data_dir}"]
+  assert cli.main(args) == 0
+  out = capsys.readouterr().out
+  assert "3 to run" in out and "[3/3 done]" in out
+  ids = _ids(w)
+  results = {i: json.loads((w / "runs" / i / "result.json").read_text()) for i in ids}
+  assert all(r["status"] == "complete" for r in results.values())
+  assert all(len(runner.attempts(w, i)) == 1 for i in ids)
+  # Each run folder is a `scaling train` workdir, with the run id as its record's run_id.
+  assert all(results[i]["run_id"] == i and (w / "runs" / i / "checkpoints").is_dir()
+             for i in ids)
+
+  assert cli.main(args) == 0  # nothing left: nothing trains
+  assert "3 complete, 0 to run" in capsys.readouterr().out
+  assert all(len(runner.attempts(w, i)) == 1 for i in ids)
+
+  # An interrupted run (checkpoints, no record) resumes alone and ends where it would have.
+  big = max(ids, key=lambda i: results[i]["params_non_embedding"])
+  (w / "runs" / big / "result.json").unlink()
+  assert cli.main(args) == 0
+  assert "2 complete, 1 to run" in capsys.readouterr().out
+  (first, again) = runner.attempts(w, big)
+  assert again["from_step"] == results[big]["steps"]  # restored from the last checkpoint
+  assert json.loads((w / "runs" / big / "result.json").read_text())["final_eval_loss"] == (
+      results[big]["final_eval_loss"])
+
+  assert cli.main(["ladder", "status", str(w)]) == 0
+  status = capsys.readouterr().out
+  assert status.count(" complete ") == 3 and "tiny: 3 complete" in status
+  assert cli.main(["results", "collect", str(w), f"--out={w}/results.csv"]) == 0
+  rows = (w / "results.csv").read_text().splitlines()
+  assert len(rows) == 4 and all(",4000000000.0," in r for r in rows[1:])
+
+
+def _runner(w, data_dir, *extra):
+  return subprocess.Popen(
+      [sys.executable, "-m", "scaling.cli", "ladder", "run", f"{TINY}:grid", f"--workdir={w}",
+       f"--config.run.data.data_dir={data_dir}", *extra],
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_killed_runner_keeps_results_and_two_runners_share_the_work(tmp_path, data_dir):
+  w = tmp_path / "ladder"
+  a = _runner(w, data_dir)
+  deadline = time.time() + 240
+  while time.time() < deadline and a.poll() is None:
+    states = [store.run_state(w, i)["state"] for i in _ids(w)] if (w / "ladder.json").exists() \
+        else []
+    if states.count("complete") >= 1 and "running" in states:
+      break
+    time.sleep(0.05)
+  assert a.poll() is None, a.communicate()[0]
+  a.send_signal(signal.SIGKILL)
+  a.communicate()
+  ids = _ids(w)
+  finished = {i: (w / "runs" / i / "result.json").read_bytes() for i in ids
+              if store.run_state(w, i)["state"] == "complete"}
+  assert finished
+  before = {i: len(runner.attempts(w, i)) for i in ids}
+
+  b, c = _runner(w, data_dir), _runner(w, data_dir)
+  outs = [p.communicate(timeout=300)[0] for p in (b, c)]
+  assert [b.returncode, c.returncode] == [0, 0], outs
+  for i in ids:
+    assert store.run_state(w, i)["state"] == "complete"
+    # The killed runner's lock (a dead pid) was broken; after that each run trained once.
+    expected = before[i] + (0 if i in finished else 1)
+    assert len(runner.attempts(w, i)) == expected, (i, runner.attempts(w, i))
+  for i, blob in finished.items():
+    assert (w / "runs" / i / "result.json").read_bytes() == blob  # untouched
+  assert not any((w / "runs" / i / store.LOCK).exists() for i in ids)
+
+
+def test_parallel_runs_in_subprocesses_match_in_process(tmp_path, data_dir, capsys):
+  w = tmp_path / "par"
+  assert cli.main(["ladder", "run", TINY, f"--workdir={w}", "--parallel=2",
+                   f"--config.run.data.data_dir={data_dir}",
+                   "--config.ladder.sweeps.iso.depths=(1,2)"]) == 0
+  assert "[2/2 done]" in capsys.readouterr().out
+  assert all(store.run_state(w, i)["state"] == "complete" for i in _ids(w))
+  assert all((w / "runs" / i / "train.log").exists() for i in _ids(w))
+  assert os.environ.get("XLA_FLAGS")  # subprocesses saw the same 8 simulated devices

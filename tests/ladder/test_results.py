@@ -1,0 +1,72 @@
+"""`scaling results collect`: run records -> the CSV / JSON-lines table the fitting module reads."""
+
+import csv
+import json
+
+from scaling import cli
+from scaling.ladder.results import COLUMNS
+from scaling.train.record import write_json_atomic
+
+
+def _record(run_id, n, d, loss, status="complete", budget=None, experts=None):
+  cfg = {"model": {"name": "x"}, "ladder": {"budget": budget, "granularity": 1}}
+  if experts:
+    cfg["model"]["moe"] = {"num_experts": experts}
+  return dict(run_id=run_id, status=status, config=cfg, params_non_embedding=n,
+              params_total=n + 100, params_active=n + 100, tokens=d, flops=6.0 * n * d,
+              final_eval_loss=loss if status == "complete" else None, entropy_floor=0.9,
+              wall_time_s=1.5)
+
+
+def _workdir(tmp_path):
+  for rec in (_record("b", 2000, 10_000, 3.0, budget=1.2e8),
+              _record("a", 1000, 20_000, 3.5, budget=1.2e8, experts=8),
+              _record("c", 4000, 5000, None, status="failed", budget=1.2e8)):
+    write_json_atomic(tmp_path / "runs" / rec["run_id"] / "result.json", rec)
+  (tmp_path / "runs" / "d").mkdir()  # a run that never wrote a record
+  return tmp_path
+
+
+def test_collect_writes_the_documented_csv_atomically(tmp_path, capsys):
+  w = _workdir(tmp_path)
+  out = tmp_path / "results.csv"
+  assert cli.main(["results", "collect", str(w), f"--out={out}"]) == 0
+  assert "2 runs" in capsys.readouterr().out
+  rows = list(csv.DictReader(out.open()))
+  assert tuple(rows[0].keys()) == COLUMNS
+  assert [r["run_id"] for r in rows] == ["a", "b"]  # sorted by (budget, N, D)
+  a = rows[0]
+  assert (a["params"], a["tokens"], a["loss"], a["experts"], a["budget"]) == (
+      "1000", "20000", "3.5", "8", "120000000.0")
+  assert rows[1]["experts"] == "1" and rows[1]["status"] == "complete"
+  assert not [p for p in tmp_path.iterdir() if p.name.startswith(".results")]  # no temp left
+
+
+def test_collect_json_lines_and_all_runs(tmp_path, capsys):
+  w = _workdir(tmp_path)
+  out = tmp_path / "t.jsonl"
+  assert cli.main(["results", "collect", str(w), f"--out={out}", "--all"]) == 0
+  capsys.readouterr()
+  rows = [json.loads(x) for x in out.read_text().splitlines()]
+  assert {r["status"] for r in rows} == {"complete", "failed"} and len(rows) == 3
+  assert cli.main(["results", "collect", str(w)]) == 0  # CSV on stdout
+  captured = capsys.readouterr()
+  assert captured.out.splitlines()[0] == ",".join(COLUMNS)
+  assert "1 incomplete" in captured.err
+
+
+def test_collected_table_loads_in_the_fitting_module(tmp_path):
+  from scaling.fit.table import load_table
+
+  w = _workdir(tmp_path)
+  out = tmp_path / "results.csv"
+  assert cli.main(["results", "collect", str(w), f"--out={out}"]) == 0
+  table = load_table(str(out))
+  assert len(table) == 2 and list(table.params) == [1000.0, 2000.0]
+  assert list(table.optional["budget"]) == [1.2e8, 1.2e8]
+
+
+def test_collect_errors(tmp_path, capsys):
+  assert cli.main(["results", "collect", str(tmp_path / "nope")]) == 2
+  assert "has no runs/ folder" in capsys.readouterr().err
+  assert cli.main(["results", "gather", str(tmp_path)]) == 2
