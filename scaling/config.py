@@ -71,7 +71,7 @@ def default_config() -> ml_collections.ConfigDict:
   moe.eval_capacity_factor = 2.0
   moe.dropless = False
   moe.every = 1  # every k-th layer is MoE (the last of each group of k)
-  moe.dispatch = "sort"  # "einsum" (GShard reference) | "sort" (ragged_dot)
+  moe.dispatch = "sort"  # "einsum" (GShard reference) | "sort" (ragged_dot) | "pallas" (kernels)
   moe.gating = "softmax_topk"  # | "topk_softmax" (Mixtral)
   moe.renormalize = True  # softmax_topk: renormalise the kept weights to sum 1
   moe.router_jitter = 0.0
@@ -163,9 +163,8 @@ def validate_model(m: ml_collections.ConfigDict) -> None:
     require(moe.every >= 1 and m.num_layers % moe.every == 0,
             f"model.moe.every={moe.every} must divide model.num_layers={m.num_layers}")
     require(moe.expert_d_ff >= 0, f"model.moe.expert_d_ff={moe.expert_d_ff} must be >= 0")
-    require(moe.dispatch in ("einsum", "sort"),
-            f"model.moe.dispatch={moe.dispatch!r}; choose 'einsum' or 'sort' (the Pallas "
-            "kernels are not built yet)")
+    require(moe.dispatch in ("einsum", "sort", "pallas"),
+            f"model.moe.dispatch={moe.dispatch!r}; choose 'einsum', 'sort' or 'pallas'")
     require(moe.gating in ("softmax_topk", "topk_softmax"),
             f"model.moe.gating={moe.gating!r}; choose 'softmax_topk' or 'topk_softmax'")
     require(moe.dropless or moe.capacity_factor > 0,

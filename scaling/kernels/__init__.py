@@ -1,0 +1,9 @@
+"""Pallas kernels for MoE routing, each beside its pure-JAX reference (issue 6).
+
+  router   fused softmax / top-k / per-expert counts and offsets            `router.route`
+  permute  sort-free permutation plan, permute / unpermute (gather VJPs)   `permute.permute`
+  gmm      grouped matmul and its transpose (custom VJP; megablox on TPU)  `gmm.gmm`, `gmm.tgmm`
+  backend  which implementation runs (GPU kernel, megablox, reference, interpreted)
+
+Used by the `model.moe.dispatch="pallas"` path of `scaling.models.moe.MoeMlp`.
+"""

@@ -10,6 +10,9 @@ position. A dropped choice contributes nothing; the residual carries the token t
 Dispatch implementations (`moe.dispatch`), identical outputs when nothing is dropped:
   einsum  one-hot dispatch/combine tensors [B, L, E, C] (GShard): the simple reference.
   sort    token copies sorted by expert and run as one grouped matmul (`jax.lax.ragged_dot`).
+  pallas  `scaling.kernels`: fused router, permute/unpermute and grouped matmul kernels with
+          custom VJPs (Pallas GPU on GPU, megablox on TPU, pure-JAX references on CPU);
+          choices dropped by capacity never reach the experts.
 With a mesh whose `expert` axis is larger than 1, experts are sharded over it and tokens travel
 to their experts' devices with `all_to_all` under `shard_map`, in static [E, rows x C] buffers
 (`jax.lax.ragged_all_to_all` is not implemented on XLA:CPU, see STACK-NOTES).
@@ -30,6 +33,9 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from scaling.config import expert_d_ff, parse_axes
+from scaling.kernels import gmm as gmm_lib
+from scaling.kernels import permute as permute_lib
+from scaling.kernels import router as router_lib
 from scaling.models.layers import Mlp, dtype_of, normal
 
 
@@ -134,7 +140,13 @@ class MoeMlp(nnx.Module):
       router_in = router_in * jax.random.uniform(rng, router_in.shape, jnp.float32,
                                                  1.0 - eps, 1.0 + eps)
     logits_BxLxE = router_in @ self.router[...].astype(jnp.float32)
-    ids, weights, probs = route(logits_BxLxE, moe)
+    if moe.dispatch == "pallas":
+      r = router_lib.route(logits_BxLxE.reshape(b * length, -1), moe.top_k, gating=moe.gating,
+                           renormalize=moe.renormalize)
+      ids, weights = r.ids.reshape(b, length, -1), r.weights.reshape(b, length, -1)
+      probs = r.probs.reshape(logits_BxLxE.shape)
+    else:
+      ids, weights, probs = route(logits_BxLxE, moe)
     cap = capacity(m, length, train)
     pos = slot_positions(ids, moe.num_experts)
     keep = pos < cap
@@ -148,6 +160,8 @@ class MoeMlp(nnx.Module):
       y = self._expert_parallel(x_BxLxD.astype(dtype), ids, weights, pos, keep, cap, w)
     elif moe.dispatch == "einsum":
       y = self._einsum(x_BxLxD.astype(dtype), ids, weights, pos, keep, cap, w)
+    elif moe.dispatch == "pallas":
+      y = self._pallas(x_BxLxD.astype(dtype), ids, weights, pos, keep, cap, w)
     else:
       y = self._sort(x_BxLxD.astype(dtype), ids, weights, keep, w)
     if moe.num_shared_experts:
@@ -191,6 +205,26 @@ class MoeMlp(nnx.Module):
     out = jnp.zeros_like(out_sorted).at[order].set(out_sorted)  # un-sort
     gate = (weights * keep).reshape(-1, 1).astype(x.dtype)
     return jnp.sum((out * gate).reshape(b, length, k, d), axis=2)
+
+  def _pallas(self, x, ids, weights, pos, keep, cap, w):
+    """`scaling.kernels`: permute -> grouped matmuls -> weighted unpermute.
+
+    The plan puts kept choices first, grouped by expert, and dropped ones in a zero tail that
+    the grouped matmul skips; the backward passes are gathers (no scatter-add of rows).
+    """
+    b, length, d = x.shape
+    k, e = ids.shape[-1], self.m.moe.num_experts
+    plan = permute_lib.make_plan(ids, e, capacity=cap, pos_GxLxK=pos)
+    rows = permute_lib.permute(x.reshape(b * length, d), plan)  # [B*L*K, D]
+    sizes = plan.group_sizes
+    up = gmm_lib.gmm(rows, w[1].astype(x.dtype), sizes)
+    if self.m.mlp == "swiglu":
+      h = jax.nn.silu(gmm_lib.gmm(rows, w[0].astype(x.dtype), sizes)) * up
+    else:
+      h = jax.nn.gelu(up)
+    out = gmm_lib.gmm(h, w[2].astype(x.dtype), sizes)
+    gate = (weights * keep).reshape(b * length, k)
+    return permute_lib.unpermute(out, plan, gate).reshape(b, length, d)
 
   def _expert_parallel(self, x, ids, weights, pos, keep, cap, w):
     """Experts split over the `expert` mesh axis; tokens exchanged with all_to_all."""

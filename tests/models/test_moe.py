@@ -31,6 +31,8 @@ def _dispatch(layer, x, ids, weights, cap, dispatch, w_up=None):
   w = [layer.w_gate[...], layer.w_up[...] if w_up is None else w_up, layer.w_down[...]]
   if dispatch == "einsum":
     return layer._einsum(x, ids, weights, pos, keep, cap, w)
+  if dispatch == "pallas":
+    return layer._pallas(x, ids, weights, pos, keep, cap, w)
   return layer._sort(x, ids, weights, keep, w)
 
 
@@ -51,7 +53,7 @@ def _reference(layer, x, ids, weights, keep):
 
 @pytest.mark.parametrize("top_k", [1, 2, 8])
 @pytest.mark.parametrize("routing", ["random", "one_expert", "expert0_idle"])
-@pytest.mark.parametrize("dispatch", ["einsum", "sort"])
+@pytest.mark.parametrize("dispatch", ["einsum", "sort", "pallas"])
 def test_dispatch_matches_reference_values_and_grads(top_k, routing, dispatch):
   cfg = _cfg(top_k=top_k, dropless=True)
   layer = _layer(cfg)
@@ -94,7 +96,7 @@ def test_capacity_drops_follow_priority_and_formula():
   layer = _layer(cfg)
   x = jax.random.normal(jax.random.key(0), (1, length, cfg.model.d_model))
   weights = jnp.ones((1, length, 1))
-  for dispatch in ("einsum", "sort"):
+  for dispatch in ("einsum", "sort", "pallas"):
     y = np.asarray(_dispatch(layer, x, ids, weights, cap, dispatch))
     assert np.all(y[0, 4:] == 0)  # dropped tokens get nothing (the residual carries them)
     np.testing.assert_allclose(y, _reference(layer, x, ids, weights, keep), atol=2e-5)
@@ -132,7 +134,7 @@ def test_router_losses_reach_the_training_objective():
   np.testing.assert_allclose(jnp.sum(aux["stats"]["expert_fraction"], axis=-1), 1.0, rtol=1e-6)
 
 
-@pytest.mark.parametrize("dispatch", ["einsum", "sort"])
+@pytest.mark.parametrize("dispatch", ["einsum", "sort", "pallas"])
 def test_expert_parallel_meshes_match_one_device(dispatch):
   cfg = _cfg(dropless=True, dispatch=dispatch)
   tokens = jax.random.randint(jax.random.key(3), (8, 16), 0, 512)
@@ -180,7 +182,7 @@ def test_moe_every_and_shared_experts_count_leaves():
 @pytest.mark.parametrize("change,message", [
     (dict(top_k=9), r"model.moe.top_k=9 must be in \[1, model.moe.num_experts=8\]"),
     (dict(every=3), r"model.moe.every=3 must divide model.num_layers=2"),
-    (dict(dispatch="pallas"), r"model.moe.dispatch='pallas'"),
+    (dict(dispatch="triton"), r"model.moe.dispatch='triton'; choose 'einsum', 'sort' or 'pallas'"),
 ])
 def test_bad_moe_config(change, message):
   from scaling.config import validate

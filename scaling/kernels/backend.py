@@ -1,0 +1,63 @@
+"""Which implementation a kernel call runs: pure-JAX reference, Pallas GPU (Triton), megablox.
+
+Every kernel in this package takes `interpret: bool | None = None`:
+  None   auto: GPU -> the Pallas GPU (Triton-backend) kernel, TPU -> megablox for the grouped
+         matmul and the pure-JAX reference for routing (XLA's gathers are the TPU-native path;
+         the routing kernels here use Triton-style masked pointer loads), CPU -> the reference.
+  True   the Pallas GPU kernel run by the Pallas interpreter (`pallas_call(interpret=True)`):
+         how the kernels are tested on CPU. With `platform="tpu"` the grouped matmul runs
+         megablox interpreted instead.
+  False  never interpret: the compiled kernel on GPU/TPU, the reference on CPU.
+`use_interpret(True)` changes the default for code that cannot pass the argument (the MoE layer
+selected by config), e.g. a test that trains with interpreted kernels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Literal
+
+import jax
+
+Impl = Literal["reference", "triton", "megablox"]
+
+_DEFAULT_INTERPRET: bool | None = None
+
+
+@contextlib.contextmanager
+def use_interpret(interpret: bool | None) -> Iterator[None]:
+  """Within the block, kernels called with `interpret=None` use `interpret` instead (at trace
+  time: functions jitted before the block keep their compiled choice)."""
+  global _DEFAULT_INTERPRET
+  previous, _DEFAULT_INTERPRET = _DEFAULT_INTERPRET, interpret
+  try:
+    yield
+  finally:
+    _DEFAULT_INTERPRET = previous
+
+
+def resolve(interpret: bool | None, *, platform: str | None = None,
+            tpu_kernel: bool = False) -> tuple[Impl, bool]:
+  """(implementation, interpret flag) for a kernel call.
+
+  `platform` overrides `jax.default_backend()` (tests use "tpu" to run megablox interpreted);
+  `tpu_kernel` says whether the op has a TPU Pallas kernel (only the grouped matmul does).
+  """
+  if interpret is None:
+    interpret = _DEFAULT_INTERPRET
+  platform = platform or jax.default_backend()
+  if platform == "tpu":
+    if tpu_kernel:
+      return "megablox", bool(interpret)
+    return "reference", False
+  if interpret:
+    return "triton", True
+  if platform == "gpu":
+    return "triton", False
+  return "reference", False
+
+
+def next_pow2(n: int) -> int:
+  """Smallest power of two >= n (Triton block dimensions must be powers of two)."""
+  return 1 << max(0, (int(n) - 1).bit_length())
