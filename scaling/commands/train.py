@@ -30,7 +30,8 @@ def main(argv: list[str]) -> int:
 
   if not fv["workdir"].value:
     raise ScalingError("--workdir is required, e.g. --workdir=/tmp/run1")
-  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
+                      force=True)  # absl may have installed its own handler first
   from scaling.parallel.distributed import maybe_initialize
   from scaling.train.loop import train
 
