@@ -90,7 +90,9 @@ def frontier(table: Table, fit: Fit, stem: str) -> list[str]:
   """Loss against compute, the fitted compute-optimal frontier and its bootstrap band."""
   plt = _plt()
   p, k = fit.params, fit.info.get("flops_per_param_token", 6.0)
-  c = table.flops
+  # Points at C = k N D, the convention the frontier is computed in: a ladder's own `flops`
+  # (accounting with attention and embeddings) sits far right of 6ND for tiny models.
+  c = k * table.params * table.tokens
   cs = np.geomspace(c.min() / 2, fit.derived.get("predict_flops", c.max() * 10) * 2, 200)
   fig, ax = plt.subplots(figsize=COLUMN)
   sc = ax.scatter(c, table.loss, c=np.log10(table.params), s=4, cmap="viridis", lw=0)
@@ -109,7 +111,7 @@ def frontier(table: Table, fit: Fit, stem: str) -> list[str]:
   ax.set_xscale("log")
   ax.set_yscale("log")
   _plain_log_ticks(ax.yaxis)
-  ax.set_xlabel("training compute C (FLOPs)")
+  ax.set_xlabel(f"training compute C = {k:g}ND (FLOPs)")
   ax.set_ylabel("loss (nats/token)")
   ax.legend(frameon=False, loc="upper right")
   return _save(fig, stem)
