@@ -240,9 +240,3 @@ def load(spec: str) -> ml_collections.ConfigDict:
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(arg or None)
-
-
-def check_known(cfg: ml_collections.ConfigDict, preset: str, known) -> None:
-  """Raises a clear error for an unknown preset name."""
-  if preset not in known:
-    raise ScalingError(f"unknown preset {preset!r}; choose one of {', '.join(sorted(known))}")

@@ -7,6 +7,7 @@ a 175B config is inspected on a laptop.
 from __future__ import annotations
 
 import json
+import math
 
 from absl import flags
 
@@ -34,7 +35,7 @@ def main(argv: list[str]) -> int:
   cfg = validate(fv["config"].value)
   if fv["mesh"].value:
     sizes = parse_mesh_flag(fv["mesh"].value)
-    shape = mesh_shape(sizes, max(1, _product(sizes)))
+    shape = mesh_shape(sizes, math.prod(max(1, v) for v in sizes.values()))
   else:
     shape = {a: max(1, int(cfg.mesh[a])) for a in ("data", "model", "expert")}
   report = accounting.info(cfg, shape)
@@ -57,9 +58,3 @@ def main(argv: list[str]) -> int:
         f"{mem['optimizer'] / 2**30:.2f}, activations ~{mem['activations'] / 2**30:.2f})")
   return 0
 
-
-def _product(sizes: dict[str, int]) -> int:
-  out = 1
-  for v in sizes.values():
-    out *= max(1, v)
-  return out

@@ -99,11 +99,3 @@ def sharded_bytes(shape: Sequence[int], names: Sequence[str | None], itemsize: i
       ways *= mesh_shape.get(a, 1)
     n *= -(-size // ways)
   return float(n)
-
-
-def require_mesh_axes(rules: Rules) -> None:
-  """Sanity check used by tests and tools: every rule names only known mesh axes."""
-  for k, v in rules.items():
-    for a in parse_axes(v):
-      if a not in ("data", "model", "expert"):
-        raise ScalingError(f"mesh.rules.{k}: unknown mesh axis {a!r}")

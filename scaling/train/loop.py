@@ -211,8 +211,11 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
   stop = _StopFlag()
   with stop.installed(), jax.set_mesh(mesh):
     step = start
+    # Host batches are assembled in a background thread a few steps ahead, so input work
+    # overlaps the device step; the batch of each step is still a pure function of the step.
+    batches = train_data.iterate(start, t.steps - start)
     while step < t.steps:
-      state, metrics = train_step(state, to_device(train_data[step]))
+      state, metrics = train_step(state, to_device(next(batches)))
       pending.append(metrics)
       step += 1
       is_last = step == t.steps
@@ -259,6 +262,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
       if stop.signal is not None and not is_last:
         status = "interrupted"
         break
+    batches.close()
   if status == "complete" and last_eval is None:
     # Restored at the final step (killed after the last checkpoint, before result.json): the
     # loop had nothing to do, so evaluate the restored parameters for the record.
