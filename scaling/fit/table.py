@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import glob
 import io
 import json
 import math
@@ -19,6 +18,7 @@ from importlib import resources
 
 import numpy as np
 
+from scaling import storage
 from scaling.errors import ScalingError
 
 REQUIRED = ("params", "tokens", "loss")
@@ -224,34 +224,32 @@ def _read_jsonl(text: str, source: str) -> list[dict]:
 
 
 def _workdir_records(path: str) -> list[dict]:
-  files = sorted(glob.glob(os.path.join(path, "runs", "*", "result.json")))
-  files += sorted(glob.glob(os.path.join(path, "*", "result.json")))
-  files += [os.path.join(path, "result.json")] if os.path.exists(
-      os.path.join(path, "result.json")) else []
+  root = storage.Path(path)
+  files = sorted(root.glob("runs/*/result.json")) + sorted(root.glob("*/result.json"))
+  files += [root / "result.json"] if (root / "result.json").exists() else []
   if not files:
     raise ScalingError(f"{path}: no runs found (expected {path}/runs/<run_id>/result.json); "
                        "pass a workdir written by `scaling ladder run` or a CSV/JSONL table")
   records = []
   for f in files:
-    with open(f) as fh:
-      try:
-        r = json.load(fh)
-      except json.JSONDecodeError as e:
-        raise ScalingError(f"{f}: not valid JSON ({e.msg})") from None
+    try:
+      r = json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+      raise ScalingError(f"{f}: not valid JSON ({e.msg})") from None
     if r.get("status") != "complete":
       continue  # unfinished or failed runs have no final loss to fit
     # Ladder labels (budget, granularity) live in the run's config; experts in the model's.
     labels = (r.get("config") or {}).get("ladder") or {}
     moe = ((r.get("config") or {}).get("model") or {}).get("moe") or {}
     records.append({
-        "run_id": r.get("run_id", os.path.basename(os.path.dirname(f))),
+        "run_id": r.get("run_id", f.parent.name),
         "params": r.get("params_non_embedding"), "tokens": r.get("tokens"),
         "loss": r.get("final_eval_loss"), "flops": r.get("flops"),
         "params_active": r.get("params_active"),
         "experts": r.get("experts") or moe.get("num_experts") or 1,
         "granularity": r.get("granularity") or labels.get("granularity"),
         "budget": r.get("budget") or labels.get("budget"),
-        "_dir": os.path.dirname(f)})
+        "_dir": f.parent})
   if not records:
     raise ScalingError(f"{path}: {len(files)} runs found but none has status 'complete'; "
                        "wait for the ladder to finish (`scaling ladder status`)")
@@ -274,12 +272,11 @@ def load_table(path_or_dir: str, columns=None) -> Table:
   """
   columns = _parse_columns(columns)
   path = os.fspath(path_or_dir)
-  if os.path.isdir(path):
+  if storage.Path(path).is_dir():
     return _records_to_table(_workdir_records(path), path, columns, line_offset=0)
-  if not os.path.exists(path):
+  if not storage.Path(path).exists():
     raise ScalingError(f"{path}: no such file or directory")
-  with open(path, encoding="utf-8") as fh:
-    text = fh.read()
+  text = storage.Path(path).read_text(encoding="utf-8")
   if path.endswith((".jsonl", ".json", ".ndjson")) or text.lstrip().startswith("{"):
     return _records_to_table(_read_jsonl(text, path), path, columns, line_offset=0)
   return _records_to_table(_read_csv(text), path, columns, line_offset=1)
@@ -337,13 +334,12 @@ def load_curves(path_or_dir: str, loss_key: str = "loss") -> list[Curve]:
   """
   path = os.fspath(path_or_dir)
   curves = []
-  if os.path.isdir(path):
+  if storage.Path(path).is_dir():
     for rec in _workdir_records(path):
-      mpath = os.path.join(rec["_dir"], "metrics.jsonl")
-      if not os.path.exists(mpath):
+      mpath = rec["_dir"] / "metrics.jsonl"
+      if not mpath.exists():
         raise ScalingError(f"{mpath}: missing; Approach 1 needs each run's training curve")
-      with open(mpath) as fh:
-        lines = _read_jsonl(fh.read(), mpath)
+      lines = _read_jsonl(mpath.read_text(), mpath)
       pts = [(ln.get("flops"), ln.get("tokens"), ln.get(loss_key)) for ln in lines]
       pts = [p for p in pts if None not in p]
       if len(pts) < 2:

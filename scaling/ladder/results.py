@@ -22,6 +22,7 @@ import csv
 import io
 import os
 
+from scaling import storage
 from scaling.errors import ScalingError
 from scaling.ladder import store
 
@@ -92,21 +93,4 @@ def write(rows: list[dict], out) -> None:
   out = os.fspath(out)
   fmt = "jsonl" if out.endswith((".jsonl", ".json")) else "csv"
   text = to_text(rows, fmt)
-  path = store.Path(out)
-  if store.is_local(out):
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.fspath(path.parent), prefix=f".{path.name}.")
-    try:
-      with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-      os.replace(tmp, out)
-    except BaseException:
-      if os.path.exists(tmp):
-        os.unlink(tmp)
-      raise
-  else:
-    path.write_text(text)
+  storage.write_text(out, text)

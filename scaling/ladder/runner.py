@@ -14,10 +14,12 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import ml_collections
 
+from scaling import storage
 from scaling.errors import ScalingError
 from scaling.ladder import store
 from scaling.ladder.spec import Rung
@@ -27,21 +29,9 @@ ATTEMPTS = "attempts.jsonl"
 POLL_S = 2.0
 
 
-def _append(path, obj: dict) -> None:
-  if store.is_local(path):
-    with open(os.fspath(path), "a") as f:
-      f.write(json.dumps(obj) + "\n")
-  else:
-    old = path.read_text() if path.exists() else ""
-    path.write_text(old + json.dumps(obj) + "\n")
-
-
 def attempts(workdir, run_id: str) -> list[dict]:
   """Every time a runner started training `run_id` (not counting no-op visits to a done run)."""
-  path = store.run_dir(workdir, run_id) / ATTEMPTS
-  if not path.exists():
-    return []
-  return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+  return storage.read_jsonl(store.run_dir(workdir, run_id) / ATTEMPTS)
 
 
 def prepare_data(rungs: list[Rung]) -> None:
@@ -99,9 +89,9 @@ def work(workdir, run_id: str) -> dict:
     if (store.read_json(d / "result.json") or {}).get("status") != "complete":
       # One line per time a runner actually trains this run: proof that locks hold, and the
       # history `ladder status` can show (resumes, resubmissions).
-      _append(d / ATTEMPTS, dict(time=time.time(), host=socket.gethostname(), pid=os.getpid(),
-                                 from_step=before["steps_done"],
-                                 slurm_job=os.environ.get("SLURM_JOB_ID")))
+      storage.JsonlLog(d / ATTEMPTS).append(dict(
+          time=time.time(), host=socket.gethostname(), pid=os.getpid(),
+          from_step=before["steps_done"], slurm_job=os.environ.get("SLURM_JOB_ID")))
     try:
       train(cfg, os.fspath(d))
     except ScalingError as e:
@@ -168,24 +158,42 @@ def worker_command(workdir, run_id: str) -> list[str]:
           f"--run_id={run_id}"]
 
 
+def _log_path(workdir, run_id: str) -> str:
+  """Where a worker subprocess's output goes: its run folder, or /tmp for a gs:// workdir
+  (object stores have no append)."""
+  d = store.run_dir(workdir, run_id)
+  if store.is_local(d):
+    return os.fspath(d / "train.log")
+  os.makedirs(os.path.join(tempfile.gettempdir(), "scaling-ladder"), exist_ok=True)
+  return os.path.join(tempfile.gettempdir(), "scaling-ladder", f"{run_id}.log")
+
+
 def _run_parallel(workdir, todo: list[Rung], parallel: int, done: int, total: int, say) -> int:
-  queue = list(todo)
-  active: dict[str, subprocess.Popen] = {}
+  queue, held = list(todo), []
+  active: dict[str, tuple[Rung, subprocess.Popen]] = {}
   last_line = ""
   try:
-    while queue or active:
+    while queue or active or held:
+      if not queue and not active:
+        # Only runs another runner holds are left: wait, then take over what it did not finish.
+        time.sleep(POLL_S)
+        queue = [r for r in held if store.run_state(workdir, r.run_id)["state"] != "running"]
+        held = [r for r in held if r not in queue]
+        continue
       while queue and len(active) < parallel:
         r = queue.pop(0)
-        d = store.run_dir(workdir, r.run_id)
-        logf = open(os.fspath(d / "train.log"), "ab")  # noqa: SIM115 - closed with the process
-        active[r.run_id] = subprocess.Popen(worker_command(workdir, r.run_id), stdout=logf,
-                                            stderr=subprocess.STDOUT)
-        logf.close()
+        with open(_log_path(workdir, r.run_id), "ab") as logf:
+          active[r.run_id] = r, subprocess.Popen(worker_command(workdir, r.run_id),
+                                                 stdout=logf, stderr=subprocess.STDOUT)
       time.sleep(1.0)
-      for rid, proc in list(active.items()):
+      for rid, (r, proc) in list(active.items()):
         if proc.poll() is not None:
           del active[rid]
           state = store.run_state(workdir, rid)
+          if state["state"] == "running":  # the worker found it locked by another runner
+            say(f"[{done}/{total} done] {rid}: another runner is training it; waiting")
+            held.append(r)
+            continue
           done += state["state"] == "complete"
           say(f"[{done}/{total} done] {rid}: {_fmt_state(state)}")
       parts = []
@@ -199,9 +207,9 @@ def _run_parallel(workdir, todo: list[Rung], parallel: int, done: int, total: in
         say(line)
         last_line = line
   except KeyboardInterrupt:
-    for proc in active.values():
+    for _, proc in active.values():
       proc.terminate()  # SIGTERM: each run checkpoints and records `interrupted`
-    for proc in active.values():
+    for _, proc in active.values():
       proc.wait()
     say("ladder interrupted; run the same command again to resume")
   return done

@@ -67,11 +67,11 @@ def render_script(workdir, name: str, run_ids: list[str], slurm, *, python: str 
   return "\n".join(lines)
 
 
-def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+def _run(cmd: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
   if shutil.which(cmd[0]) is None:
     raise ScalingError(f"`{cmd[0]}` is not installed or not on PATH; the slurm backend needs "
                        "the Slurm client tools (Debian: apt-get install slurm-client)")
-  return subprocess.run(cmd, capture_output=True, text=True)
+  return subprocess.run(cmd, capture_output=True, text=True, input=stdin)
 
 
 def task_states(workdir) -> dict[str, dict]:
@@ -129,13 +129,15 @@ def submit(workdir, name: str, todo: list[Rung], slurm, *, dry_run: bool = False
   sdir = _slurm_dir(workdir)
   sdir.mkdir(parents=True, exist_ok=True)
   script = sdir / f"array-{time.strftime('%Y%m%d-%H%M%S')}-{len(submissions(workdir))}.sh"
-  script.write_text(render_script(workdir, name, ids, slurm))
-  cmd = ["sbatch", "--parsable", os.fspath(script)]
+  text = render_script(workdir, name, ids, slurm)
+  script.write_text(text)
+  # sbatch reads a local script file; one kept on gs:// is handed over on stdin instead.
+  cmd = ["sbatch", "--parsable"] + ([os.fspath(script)] if store.is_local(script) else [])
   print(f"slurm: {len(ids)} runs -> {shlex.join(cmd)}", file=out)
   if dry_run:
     print(script.read_text(), file=out)
     return 0
-  proc = _run(cmd)
+  proc = _run(cmd, None if store.is_local(script) else text)
   if proc.returncode != 0:
     raise ScalingError(f"sbatch failed: {proc.stderr.strip() or proc.stdout.strip()}; check "
                        "ladder.slurm (partition, resources) and that slurmctld is reachable")

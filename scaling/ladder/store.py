@@ -8,11 +8,10 @@ Layout of DIR (local path or `gs://...`, read through `etils.epath`):
                              and .lock while a runner holds it
   DIR/slurm/                 sbatch scripts, task logs and submissions.json (slurm backend)
 
-Locks: `runs/<id>/.lock` is created exclusively (O_CREAT | O_EXCL on local disks) and holds the
-owner's host, pid and start time; its owner touches it every `HEARTBEAT_S`. A lock is stale when
-its owner is a dead pid on this host, or its heartbeat is older than `STALE_S` (another host
-died). On `gs://` there is no exclusive create: the lock is written and read back (last writer
-wins), which narrows but does not close the race; run one runner per GCS workdir.
+Locks: `runs/<id>/.lock` is created exclusively (`storage.create_exclusive`: link(2) on local
+disks, an `ifGenerationMatch=0` upload on GCS) and holds the owner's host, pid and start time;
+its owner refreshes it every `HEARTBEAT_S`. A lock is stale when its owner is a dead pid on this
+host, or its heartbeat is older than `STALE_S` (another host died).
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from collections.abc import Iterator
 
 from etils import epath
 
+from scaling import storage
 from scaling.errors import ScalingError
 
 MANIFEST = "ladder.json"
@@ -36,34 +36,10 @@ HEARTBEAT_S = 30.0
 STALE_S = 300.0  # 10 missed heartbeats
 
 
-def Path(p) -> epath.Path:  # noqa: N802 - a constructor
-  return epath.Path(p)
-
-
-def is_local(path) -> bool:
-  return "://" not in os.fspath(path)
-
-
-def write_json(path, obj) -> None:
-  """Atomic JSON write: rename on local disks; a single object PUT on GCS is already atomic."""
-  path = Path(path)
-  if is_local(path):
-    from scaling.train.record import write_json_atomic
-
-    write_json_atomic(os.fspath(path), obj)
-  else:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def read_json(path) -> dict | None:
-  path = Path(path)
-  try:
-    return json.loads(path.read_text())
-  except FileNotFoundError:
-    return None
-  except json.JSONDecodeError:
-    return None  # a torn write of a non-atomic producer: treat as absent
+Path = storage.Path
+is_local = storage.is_local
+write_json = storage.write_json
+read_json = storage.read_json
 
 
 def run_dir(workdir, run_id: str) -> epath.Path:
@@ -97,15 +73,9 @@ def run_state(workdir, run_id: str) -> dict:
   d = run_dir(workdir, run_id)
   result = read_json(d / "result.json")
   steps_done, eval_loss, wall = 0, None, None
-  metrics = d / "metrics.jsonl"
-  if metrics.exists():
-    for line in metrics.read_text().splitlines():
-      try:
-        x = json.loads(line)
-      except json.JSONDecodeError:
-        break
-      steps_done, wall = x.get("step", steps_done), x.get("elapsed_s", wall)
-      eval_loss = x.get("eval_loss", eval_loss)
+  for x in storage.read_jsonl(d / "metrics.jsonl"):
+    steps_done, wall = x.get("step", steps_done), x.get("elapsed_s", wall)
+    eval_loss = x.get("eval_loss", eval_loss)
   lock = lock_owner(d)
   if lock is not None and not _stale(lock):
     state = "running"
@@ -134,7 +104,7 @@ def lock_owner(d) -> dict | None:
   except json.JSONDecodeError:
     owner = {}  # torn or foreign: held until its age says otherwise
   try:
-    owner["heartbeat"] = path.stat().mtime if not is_local(path) else os.stat(path).st_mtime
+    owner["heartbeat"] = path.stat().mtime
   except (FileNotFoundError, OSError):
     return None
   return owner
@@ -182,56 +152,28 @@ class RunLock:
   def _break(self, seen: dict | None) -> None:
     """Removes the stale lock `seen`, unless another runner replaced it meanwhile.
 
-    Under a short-lived `.lock.break` (same link() trick), the owner is read again and the lock
-    removed only if it is still the stale one: two runners breaking one stale lock cannot
+    Under a short-lived `.lock.break` (itself created exclusively), the owner is read again and
+    the lock removed only if it is still the stale one: two runners breaking one stale lock cannot
     remove the fresh lock the faster of them just created.
     """
     if seen is None:
       return
-    if not is_local(self.path):
-      with contextlib.suppress(FileNotFoundError):
-        self.path.unlink()
-      return
     breaker = self.path.parent / f"{LOCK}.break"
-    tmp = self.path.parent / f"{LOCK}.break.{socket.gethostname()}.{os.getpid()}"
-    tmp.write_text(json.dumps(self.owner))
-    try:
-      os.link(tmp, breaker)
-    except FileExistsError:
+    if not storage.create_exclusive(breaker, json.dumps(self.owner)):
       with contextlib.suppress(FileNotFoundError):
-        if time.time() - os.stat(breaker).st_mtime > 60:  # its owner died mid-break
-          os.unlink(breaker)
+        if time.time() - breaker.stat().mtime > 60:  # its owner died mid-break
+          breaker.unlink(missing_ok=True)
       time.sleep(0.05)
       return
-    finally:
-      os.unlink(tmp)
     try:
       now = lock_owner(self.path.parent)
       if now is not None and now == seen and _stale(now):
-        with contextlib.suppress(FileNotFoundError):
-          os.unlink(self.path)
+        self.path.unlink(missing_ok=True)
     finally:
-      os.unlink(breaker)
+      breaker.unlink(missing_ok=True)
 
   def _create(self) -> bool:
-    text = json.dumps(self.owner)
-    if is_local(self.path):
-      # Write the owner aside, then hard-link it into place: link() fails if the lock exists,
-      # and a lock never exists without its owner written in it (O_EXCL + write would leave a
-      # window in which another runner reads an empty lock and takes it for stale).
-      tmp = self.path.parent / f"{LOCK}.{socket.gethostname()}.{os.getpid()}"
-      tmp.write_text(text)
-      try:
-        os.link(tmp, self.path)
-      except FileExistsError:
-        return False
-      finally:
-        os.unlink(tmp)
-      return True
-    if self.path.exists():
-      return False
-    self.path.write_text(text)
-    return self.path.read_text() == text
+    return storage.create_exclusive(self.path, json.dumps(self.owner))
 
   def _beat(self) -> None:
     while not self._stop.wait(HEARTBEAT_S):

@@ -1,19 +1,22 @@
 """Orbax checkpoints of the train state: async saves, keep-last-n, fall back past a bad latest.
 
-Orbax writes each step into a temporary folder and renames it when complete, so a save cut
-short by a kill never looks finished. A finished checkpoint that fails to restore (disk damage,
+Orbax writes each step into a temporary folder and renames it when complete (on GCS, where
+there is no rename, it marks completion with a commit file), so a save cut short by a kill never
+looks finished. A finished checkpoint that fails to restore (disk damage,
 a truncated copy) is skipped with a warning and the one before it is used.
 """
 
 from __future__ import annotations
 
 import logging
-import pathlib
+import os
 
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 from orbax.checkpoint.checkpoint_managers import save_decision_policy as sdp
+
+from scaling import storage
 
 log = logging.getLogger(__name__)
 
@@ -21,9 +24,11 @@ log = logging.getLogger(__name__)
 class Checkpointer:
   """Saves and restores the train-state pytree under `workdir/checkpoints`."""
 
-  def __init__(self, workdir: str | pathlib.Path, *, every: int, keep: int,
+  def __init__(self, workdir: str | os.PathLike, *, every: int, keep: int,
                async_save: bool = True):
-    self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
+    # orbax writes gs:// itself (tensorstore); local paths must be absolute for it.
+    workdir = storage.Path(os.path.abspath(workdir) if storage.is_local(workdir) else workdir)
+    self.directory = workdir / "checkpoints"
     options = ocp.CheckpointManagerOptions(
         save_decision_policy=sdp.FixedIntervalPolicy(max(1, every)),
         preservation_policy=pp.LatestN(max(1, keep)),

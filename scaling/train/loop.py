@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
-import pathlib
+import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from scaling import accounting
+from scaling import accounting, storage
 from scaling.config import parse_axes, validate
 from scaling.errors import ScalingError, require
 from scaling.models.dense import build_model
@@ -137,12 +138,15 @@ def build_trainer(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   return Trainer(state, train_step, eval_step, batch_sharding, replicated)
 
 
-def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
+def train(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
           aux_loss_fn: AuxLossFn | None = None, devices=None) -> dict:
-  """Trains `cfg` into `workdir` (resuming if it holds checkpoints); returns the run record."""
+  """Trains `cfg` into `workdir` (resuming if it holds checkpoints); returns the run record.
+
+  `workdir` is a local path or a `gs://` URL (`scaling.storage`).
+  """
   from scaling.data import data_info, make_batches
 
-  workdir = pathlib.Path(workdir)
+  workdir = storage.Path(workdir)
   cfg = ml_collections.ConfigDict(cfg.to_dict())  # our copy: size rules may fill fields
   validate(cfg)
   done = record.read_result(workdir)
@@ -161,7 +165,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
   is_chief = jax.process_index() == 0
   workdir.mkdir(parents=True, exist_ok=True)
   if is_chief:
-    record.write_json_atomic(workdir / "config.json", cfg.to_dict())
+    storage.write_json(workdir / "config.json", cfg.to_dict())
 
   trainer = build_trainer(cfg, mesh, aux_loss_fn)
   state, train_step, eval_step = trainer.state, trainer.train_step, trainer.eval_step
@@ -180,6 +184,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
       elapsed_before = _last_elapsed(metrics_path)
   elif is_chief:
     metrics_path.unlink(missing_ok=True)
+  metrics_log = storage.JsonlLog(metrics_path) if is_chief else None
 
   pidx, pcount = jax.process_index(), jax.process_count()
   train_data = make_batches(cfg.data, split="train", seq_len=t.seq_len,
@@ -199,7 +204,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
     nll = sum(float(s["nll_sum"]) for s in sums)
     return nll / max(1.0, sum(float(s["count"]) for s in sums))
 
-  writer = _tensorboard(workdir) if is_chief else None
+  events = _Events(workdir) if is_chief else None
   lr_at = schedule(t)
   bar = _progress(t.steps, start) if is_chief else None
   best_eval, last_eval = math.inf, None
@@ -255,8 +260,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
         ckpt.save(step, state, force=is_last or stop.signal is not None)
         last_good = step
       if is_chief:
-        _append_jsonl(metrics_path, line)
-        _tensorboard_write(writer, line)
+        metrics_log.append(line)
+        events.write(line)
         _report(bar, line, t.steps)
       mark_time, mark_step = time.time(), step
       if stop.signal is not None and not is_last:
@@ -270,8 +275,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
       last_eval = evaluate(state["params"])
     best_eval = min(best_eval, last_eval)
   ckpt.close()
-  if writer is not None:
-    writer.close()
+  if events is not None:
+    events.close()
   if bar is not None:
     bar.close()
 
@@ -290,7 +295,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
       metrics_path=record.METRICS, wall_time_s=_last_elapsed(metrics_path),
       hardware=record.hardware(), mesh=mesh_shape, versions=record.versions(), error=failure)
   if is_chief:
-    record.write_json_atomic(workdir / record.RESULT, result)
+    storage.write_json(workdir / record.RESULT, result)
   if status == "failed":
     raise ScalingError(failure)
   return result
@@ -305,39 +310,58 @@ def _first_bad(host: list[dict]) -> float:
   return float("nan")
 
 
-def _last_elapsed(path: pathlib.Path) -> float:
-  if not path.exists():
-    return 0.0
-  lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-  return float(json.loads(lines[-1]).get("elapsed_s", 0.0)) if lines else 0.0
+def _last_elapsed(path) -> float:
+  lines = storage.read_jsonl(path)
+  return float(lines[-1].get("elapsed_s", 0.0)) if lines else 0.0
 
 
-def _append_jsonl(path: pathlib.Path, line: dict) -> None:
-  with path.open("a") as f:
-    f.write(json.dumps(line, sort_keys=True) + "\n")
-    f.flush()
+class _Events:
+  """TensorBoard event files under `workdir/tb` (tensorboardX: no TensorFlow needed).
 
+  For a gs:// workdir the events are written to a local folder and each file is copied up
+  after every flush (an atomic object write): tensorboardX's own GCS writer uploads again from
+  `__del__` at interpreter exit, which hangs when the bucket is unreachable by then.
+  """
 
-def _tensorboard(workdir: pathlib.Path):
-  try:
-    from tensorboardX import SummaryWriter
-  except ImportError:
-    return None
-  return SummaryWriter(str(workdir / "tb"))
+  def __init__(self, workdir):
+    self.remote = None if storage.is_local(workdir) else workdir / "tb"
+    self.local = tempfile.mkdtemp(prefix="scaling-tb-") if self.remote else os.fspath(
+        workdir / "tb")
+    try:
+      from tensorboardX import SummaryWriter
+      self.writer = SummaryWriter(self.local)
+    except ImportError as e:
+      log.warning("no TensorBoard events for %s (%s); metrics.jsonl has every value", workdir,
+                  e)
+      self.writer = None
 
+  def write(self, line: dict) -> None:
+    if self.writer is None:
+      return
+    for key, value in line.items():
+      if key == "step":
+        continue
+      if isinstance(value, list):  # per-MoE-layer statistics: one scalar per layer (and expert)
+        for i, v in enumerate(np.ravel(value)):
+          self.writer.add_scalar(f"{key}/{i}", v, line["step"])
+      else:
+        self.writer.add_scalar(key, value, line["step"])
+    self.writer.flush()
+    self._upload()
 
-def _tensorboard_write(writer, line: dict) -> None:
-  if writer is None:
-    return
-  for key, value in line.items():
-    if key == "step":
-      continue
-    if isinstance(value, list):  # per-MoE-layer statistics: one scalar per layer (and expert)
-      for i, v in enumerate(np.ravel(value)):
-        writer.add_scalar(f"{key}/{i}", v, line["step"])
-    else:
-      writer.add_scalar(key, value, line["step"])
-  writer.flush()
+  def _upload(self) -> None:
+    if self.remote is None:
+      return
+    for name in os.listdir(self.local):
+      with open(os.path.join(self.local, name), "rb") as f:
+        storage.write_bytes(self.remote / name, f.read())
+
+  def close(self) -> None:
+    if self.writer is not None:
+      self.writer.close()
+      self._upload()
+    if self.remote is not None:
+      shutil.rmtree(self.local, ignore_errors=True)
 
 
 def _report(bar, line: dict, total: int) -> None:

@@ -5,7 +5,7 @@ import json
 
 from scaling import cli
 from scaling.ladder.results import COLUMNS
-from scaling.train.record import write_json_atomic
+from scaling.storage import write_json
 
 
 def _record(run_id, n, d, loss, status="complete", budget=None, experts=None):
@@ -22,7 +22,7 @@ def _workdir(tmp_path):
   for rec in (_record("b", 2000, 10_000, 3.0, budget=1.2e8),
               _record("a", 1000, 20_000, 3.5, budget=1.2e8, experts=8),
               _record("c", 4000, 5000, None, status="failed", budget=1.2e8)):
-    write_json_atomic(tmp_path / "runs" / rec["run_id"] / "result.json", rec)
+    write_json(tmp_path / "runs" / rec["run_id"] / "result.json", rec)
   (tmp_path / "runs" / "d").mkdir()  # a run that never wrote a record
   return tmp_path
 

@@ -2,33 +2,52 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import uuid
 
+import pytest
+
+from scaling import storage
 from scaling.ladder import store
 
 
-def test_lock_is_exclusive_and_released(tmp_path):
-  a, b = store.RunLock(tmp_path), store.RunLock(tmp_path)
+@pytest.fixture(params=["local", "gcs"])
+def folder(request, tmp_path):
+  """A run folder on the local disk, or on the GCS emulator (tests/fake_gcs.py)."""
+  if request.param == "local":
+    return storage.Path(tmp_path)
+  return storage.Path(request.getfixturevalue("gcs_bucket")) / "locks" / uuid.uuid4().hex
+
+
+def test_create_exclusive_lets_exactly_one_creator_win(folder):
+  assert storage.create_exclusive(folder / "x", "first")
+  assert not storage.create_exclusive(folder / "x", "second")
+  assert (folder / "x").read_text() == "first"
+
+
+def test_lock_is_exclusive_and_released(folder):
+  a, b = store.RunLock(folder), store.RunLock(folder)
   assert a.acquire()
   assert not b.acquire()  # same host, live pid: held
-  assert store.lock_owner(tmp_path)["pid"] == os.getpid()
+  assert store.lock_owner(folder)["pid"] == os.getpid()
   a.release()
-  assert not (tmp_path / store.LOCK).exists()
+  assert not (folder / store.LOCK).exists()
   assert b.acquire()
   b.release()
 
 
-def test_lock_of_a_dead_process_is_stale_and_broken(tmp_path):
+def test_lock_of_a_dead_process_is_stale_and_broken(folder):
   dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                         capture_output=True, text=True).stdout.strip()
-  import socket
-
-  (tmp_path / store.LOCK).write_text(json.dumps({"host": socket.gethostname(),
-                                                 "pid": int(dead), "started": 0}))
-  with store.locked(tmp_path) as got:
-    assert got and store.lock_owner(tmp_path)["pid"] == os.getpid()
-  assert not (tmp_path / store.LOCK).exists()
+  folder.mkdir(parents=True, exist_ok=True)
+  (folder / store.LOCK).write_text(json.dumps({"host": socket.gethostname(),
+                                               "pid": int(dead), "started": 0}))
+  with store.locked(folder) as got:
+    assert got and store.lock_owner(folder)["pid"] == os.getpid()
+  assert not (folder / store.LOCK).exists()
+  assert not (folder / f"{store.LOCK}.break").exists()
 
 
 def test_lock_of_another_host_is_stale_only_after_its_heartbeat_stops(tmp_path):
