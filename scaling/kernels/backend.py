@@ -9,7 +9,9 @@ Every kernel in this package takes `interpret: bool | None = None`:
          megablox interpreted instead.
   False  never interpret: the compiled kernel on GPU/TPU, the reference on CPU.
 `use_interpret(True)` changes the default for code that cannot pass the argument (the MoE layer
-selected by config), e.g. a test that trains with interpreted kernels.
+selected by config), e.g. a test that trains with interpreted kernels. `use_platform("gpu")`
+likewise picks the GPU kernels whatever the default backend: with `jax.export(...,
+platforms=["cuda"])` it lowers them for CUDA on a CPU-only machine (`scaling.kernels.lowering`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import jax
 Impl = Literal["reference", "triton", "megablox"]
 
 _DEFAULT_INTERPRET: bool | None = None
+_DEFAULT_PLATFORM: str | None = None
 
 
 @contextlib.contextmanager
@@ -37,16 +40,29 @@ def use_interpret(interpret: bool | None) -> Iterator[None]:
     _DEFAULT_INTERPRET = previous
 
 
+@contextlib.contextmanager
+def use_platform(platform: str | None) -> Iterator[None]:
+  """Within the block, kernels called without `platform` choose their implementation as on
+  `platform` ("gpu", "tpu", "cpu") instead of `jax.default_backend()` (at trace time)."""
+  global _DEFAULT_PLATFORM
+  previous, _DEFAULT_PLATFORM = _DEFAULT_PLATFORM, platform
+  try:
+    yield
+  finally:
+    _DEFAULT_PLATFORM = previous
+
+
 def resolve(interpret: bool | None, *, platform: str | None = None,
             tpu_kernel: bool = False) -> tuple[Impl, bool]:
   """(implementation, interpret flag) for a kernel call.
 
-  `platform` overrides `jax.default_backend()` (tests use "tpu" to run megablox interpreted);
+  `platform` overrides `use_platform` and `jax.default_backend()` (tests use "tpu" to run
+  megablox interpreted, "gpu" to lower the Triton kernels for CUDA on CPU);
   `tpu_kernel` says whether the op has a TPU Pallas kernel (only the grouped matmul does).
   """
   if interpret is None:
     interpret = _DEFAULT_INTERPRET
-  platform = platform or jax.default_backend()
+  platform = platform or _DEFAULT_PLATFORM or jax.default_backend()
   if platform == "tpu":
     if tpu_kernel:
       return "megablox", bool(interpret)

@@ -104,7 +104,10 @@ def _gmm_kernel(group_ref, tile_ref, starts_ref, ends_ref, lhs_ref, rhs_ref, out
   col_ok = cols < n
   w = jnp.minimum(grp, g - 1)
   # The tail pseudo-group (grp == G) and surplus points do no loads and no FLOPs.
-  num_k = jnp.where(grp < g, pl.cdiv(k, bk), 0)
+  # int32 constants, not Python ints: Pallas's Triton lowering of a select between two
+  # weak-typed literals gives them the predicate's type (i1), and an i1 loop bound fails
+  # Triton's verifier when XLA compiles the kernel (tests/kernels/test_gpu_lowering.py).
+  num_k = jnp.where(grp < g, jnp.int32(pl.cdiv(k, bk)), jnp.int32(0))
   prec = _precision(lhs_ref.dtype)
 
   def body(kb, acc):
@@ -271,11 +274,11 @@ def gmm(lhs_MxK: jax.Array, rhs_GxKxN: jax.Array, group_sizes_G: jax.Array, *,
 
 def tgmm(lhs_MxK: jax.Array, dout_MxN: jax.Array, group_sizes_G: jax.Array, *,
          tiling: Tiling = (128, 64, 128), preferred_element_type=None,
-         interpret: bool | None = None) -> jax.Array:
+         interpret: bool | None = None, platform: str | None = None) -> jax.Array:
   """Transposed grouped matmul: [G, K, N] = per-group lhs^T dout (the weight gradient of gmm).
   Not differentiable (it is itself a backward product)."""
   out_dtype = jnp.dtype(preferred_element_type or lhs_MxK.dtype)
-  impl, interp = resolve(interpret)
+  impl, interp = resolve(interpret, platform=platform)
   if impl == "reference":
     return tgmm_reference(lhs_MxK, dout_MxN, group_sizes_G, out_dtype)
   return _tgmm_triton(lhs_MxK, dout_MxN, group_sizes_G.astype(jnp.int32), out_dtype,

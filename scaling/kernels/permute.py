@@ -266,26 +266,29 @@ _unpermute.defvjp(_unpermute_fwd, _unpermute_bwd)
 
 
 def permute(x_TxD: jax.Array, plan: Plan, *, block: tuple[int, int] = (64, 128),
-            interpret: bool | None = None) -> jax.Array:
+            interpret: bool | None = None, platform: str | None = None) -> jax.Array:
   """Token rows [T, D] -> expert-sorted rows [M = T*K, D] (dropped tail zero).
 
   block: (rows, d_model columns) per Pallas program, powers of two (clipped to the shape).
   Backward: a gather of the cotangent rows by `dest` summed over the K copies.
+  interpret, platform: see `scaling.kernels.backend`.
   """
-  impl, interp = resolve(interpret)
+  impl, interp = resolve(interpret, platform=platform)
   if impl == "reference":
     return permute_reference(x_TxD, plan)
   return _permute(x_TxD, plan.src, plan.dest, plan.num_kept, plan.top_k, tuple(block), interp)
 
 
 def unpermute(rows_MxD: jax.Array, plan: Plan, gate_TxK: jax.Array, *,
-              block: tuple[int, int] = (64, 128), interpret: bool | None = None) -> jax.Array:
+              block: tuple[int, int] = (64, 128), interpret: bool | None = None,
+              platform: str | None = None) -> jax.Array:
   """Expert-sorted rows [M, D] -> tokens [T, D]: y[t] = sum_k gate[t, k] rows[dest[t, k]].
 
   gate: [T, K] combine weights (zero for dropped choices, whose rows are then not read).
   Differentiable in rows and gate. Accumulates in float32; output in rows' dtype.
+  interpret, platform: see `scaling.kernels.backend`.
   """
-  impl, interp = resolve(interpret)
+  impl, interp = resolve(interpret, platform=platform)
   if impl == "reference":
     return unpermute_reference(rows_MxD, plan, gate_TxK)
   return _unpermute(rows_MxD, gate_TxK, plan.src, plan.dest, plan.num_kept, tuple(block),

@@ -161,16 +161,17 @@ _route_kernel.defvjp(_route_kernel_fwd, _route_kernel_bwd)
 
 def route(logits_TxE: jax.Array, top_k: int, *, gating: str = "softmax_topk",
           renormalize: bool = True, block_tokens: int = 64,
-          interpret: bool | None = None) -> Routing:
+          interpret: bool | None = None, platform: str | None = None) -> Routing:
   """Router top-k from float32 logits [T, E]; see the module docstring.
 
   block_tokens: tokens per Pallas program (a power of two; clipped to the token count).
-  interpret: see `scaling.kernels.backend` (None: GPU kernel on GPU, reference elsewhere).
+  interpret, platform: see `scaling.kernels.backend` (None: GPU kernel on GPU, reference
+  elsewhere; `platform` overrides the default backend).
   Differentiable in the logits through `weights` and `probs`.
   """
   if gating not in ("softmax_topk", "topk_softmax"):
     raise ValueError(f"gating={gating!r}; choose 'softmax_topk' or 'topk_softmax'")
-  impl, interp = resolve(interpret)
+  impl, interp = resolve(interpret, platform=platform)
   if impl == "reference":
     return route_reference(logits_TxE, top_k, gating=gating, renormalize=renormalize)
   if block_tokens & (block_tokens - 1):
