@@ -108,6 +108,21 @@ def test_demo_ladder_expands_to_isoflop_curves_without_training():
   assert len(expand(load_config("configs/ladders/cpu_demo.py:smoke"))) == 3
 
 
+def test_gpu_ladders_hold_their_budgets_and_active_params():
+  dense = expand(load_config("configs/ladders/gpu.py"))
+  assert len(dense) == 15 and {r.budget for r in dense} == {1e17, 3e17, 1e18}
+  assert all(abs(r.counts["flops"] / r.budget - 1) <= 0.05 for r in dense)
+  moe = expand(load_config("configs/ladders/gpu.py:moe"))
+  assert len(moe) == 16 and {r.label.split()[0] for r in moe} == {
+      "E1", "E4", "E8", "E16", "E32", "E64"}
+  assert max(r.experts for r in moe) == 64 * 4  # granularity 4 splits each expert in four
+  base = next(r for r in moe if r.experts == 1).counts["params_active"]
+  # Only the router grows with E x G (d_model x 256 per layer at E64 G4): active parameters stay
+  # within 5% of the dense rung's.
+  assert all(abs(r.counts["params_active"] / base - 1) < 0.05 for r in moe)
+  assert all(r.config.model.moe.dispatch == "pallas" for r in moe if r.experts > 1)
+
+
 def test_ladder_show_prints_the_table_and_errors_in_one_line(capsys, data_dir):
   assert cli.main(["ladder", "show", "tests/ladder/tiny_ladder.py",
                    f"--config.run.data.data_dir={data_dir}"]) == 0
