@@ -23,11 +23,9 @@ import re
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from scaling.config import default_config
 from scaling.kernels import lowering
-from scaling.models import moe as moe_lib
 
 
 def layer_kernels(tokens: int, experts: int, top_k: int, d_model: int, d_ff: int, dtype: str,
@@ -37,20 +35,8 @@ def layer_kernels(tokens: int, experts: int, top_k: int, d_model: int, d_ff: int
   cfg.model.update(d_model=d_model, num_heads=4, num_kv_heads=4, dtype=dtype)
   cfg.model.moe.update(num_experts=experts, top_k=top_k, expert_d_ff=d_ff, dropless=True,
                        dispatch="pallas")
-  abstract = nnx.eval_shape(lambda: moe_lib.MoeMlp(cfg.model, dict(cfg.mesh.rules),
-                                                   rngs=nnx.Rngs(0)))
-  graphdef, state = nnx.split(abstract)
-
-  def fwd(state, x):
-    return nnx.merge(graphdef, state)(x, train=True)
-
-  def loss(state, x):
-    y, aux = fwd(state, x)
-    return jnp.sum(jnp.square(y.astype(jnp.float32))) + aux["load_balance"]
-
-  fn = fwd if mode == "fwd" else jax.value_and_grad(loss, argnums=(0, 1))
-  args = (jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), state),
-          jax.ShapeDtypeStruct((1, tokens, d_model), jnp.float32))
+  fn, state = lowering.moe_layer_fn(cfg, mode)
+  args = (state, jax.ShapeDtypeStruct((1, tokens, d_model), jnp.float32))
   kernels = lowering.triton_kernels(lowering.export_cuda(fn, *args).mlir_module())
   return {"tokens": tokens, "experts": experts, "top_k": top_k, "d_model": d_model,
           "d_ff": d_ff, "dtype": dtype, "mode": mode, "count": len(kernels),

@@ -15,12 +15,10 @@ import math
 import jax
 import jax.numpy as jnp
 import pytest
-from flax import nnx
 from jax import export
 
 from scaling.config import default_config
 from scaling.kernels import backend, gmm, lowering, permute, router
-from scaling.models import moe as moe_lib
 from tests.helpers import load_config
 
 S = jax.ShapeDtypeStruct
@@ -259,23 +257,6 @@ def _layer_cfg(size: str | tuple[int, int, int, int], dtype: str):
   return cfg, S((batch, length, cfg.model.d_model), jnp.float32)
 
 
-def _layer_fn(cfg, mode: str):
-  """(function of (state, x), abstract state): no parameter is allocated."""
-  abstract = nnx.eval_shape(lambda: moe_lib.MoeMlp(cfg.model, dict(cfg.mesh.rules),
-                                                   rngs=nnx.Rngs(0)))
-  graphdef, state = nnx.split(abstract)
-
-  def fwd(state, x):
-    return nnx.merge(graphdef, state)(x, train=True)
-
-  def loss(state, x):
-    y, aux = fwd(state, x)
-    return jnp.sum(jnp.sin(y.astype(jnp.float32))) + aux["load_balance"]
-
-  fn = fwd if mode == "fwd" else jax.value_and_grad(loss, argnums=(0, 1))
-  return fn, jax.tree.map(lambda v: S(v.shape, v.dtype), state)
-
-
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("size,dtype", [
     ("tiny", "float32"),
@@ -286,7 +267,7 @@ def _layer_fn(cfg, mode: str):
 def test_moe_layer_lowers_every_kernel_for_cuda(size, dtype, mode):
   cfg, x = _layer_cfg(size, dtype)
   assert cfg.model.mlp == "swiglu"  # three expert matmuls
-  fn, state = _layer_fn(cfg, mode)
+  fn, state = lowering.moe_layer_fn(cfg, mode)
   counts, kernels, text = _lower(fn, state, x)
   _assert_gpu_path(counts, kernels, text, LAYER_FWD if mode == "fwd" else LAYER_FWD_BWD)
 
@@ -295,7 +276,7 @@ def test_sort_dispatch_layer_shows_ragged_dot():
   # The layer-level guard can fail: the `sort` dispatch lowers to ragged_dot, no kernels.
   cfg, x = _layer_cfg("tiny", "float32")
   cfg.model.moe.dispatch = "sort"
-  fn, state = _layer_fn(cfg, "fwd_bwd")
+  fn, state = lowering.moe_layer_fn(cfg, "fwd_bwd")
   counts, _, text = _lower(fn, state, x)
   assert not counts and "chlo.ragged_dot" in text
 
