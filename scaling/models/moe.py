@@ -141,10 +141,14 @@ class MoeMlp(nnx.Module):
                                                  1.0 - eps, 1.0 + eps)
     logits_BxLxE = router_in @ self.router[...].astype(jnp.float32)
     if moe.dispatch == "pallas":
-      r = router_lib.route(logits_BxLxE.reshape(b * length, -1), moe.top_k, gating=moe.gating,
-                           renormalize=moe.renormalize)
-      ids, weights = r.ids.reshape(b, length, -1), r.weights.reshape(b, length, -1)
-      probs = r.probs.reshape(logits_BxLxE.shape)
+      def kernel_route(logits_BxLxE):
+        bb = logits_BxLxE.shape[0]
+        r = router_lib.route(logits_BxLxE.reshape(bb * length, -1), moe.top_k,
+                             gating=moe.gating, renormalize=moe.renormalize)
+        return (r.ids.reshape(bb, length, -1), r.weights.reshape(bb, length, -1),
+                r.probs.reshape(logits_BxLxE.shape))
+
+      ids, weights, probs = self._per_batch_shard(kernel_route, logits_BxLxE)
     else:
       ids, weights, probs = route(logits_BxLxE, moe)
     cap = capacity(m, length, train)
@@ -206,25 +210,59 @@ class MoeMlp(nnx.Module):
     gate = (weights * keep).reshape(-1, 1).astype(x.dtype)
     return jnp.sum((out * gate).reshape(b, length, k, d), axis=2)
 
+  def _per_batch_shard(self, fn, *args_BxLx, weights=(), weight_specs=(), reduce_axes=None):
+    """`fn(*args_BxLx, *weights)` on each device's rows of the batch, under `shard_map`.
+
+    Pallas kernels are custom calls that XLA's partitioner cannot split: under plain `jit` on a
+    batch sharded over `data`, every device would gather the whole batch and compute all of it.
+    Here each device runs the kernels on its own rows (capacity is per sequence, so the result
+    is the same); `weights` arrive as `weight_specs` say (gathered over FSDP axes), and outputs
+    are summed over `reduce_axes` (the tensor-parallel d_ff shards). No mesh: a plain call.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+      return fn(*args_BxLx, *weights)
+    batch = parse_axes(self.rules.get("batch", "")) or None
+
+    def local(*a):
+      out = fn(*a)
+      return jax.lax.psum(out, reduce_axes) if reduce_axes else out
+
+    tok = [P(batch, *([None] * (x.ndim - 1))) for x in args_BxLx]
+    out_shapes = jax.eval_shape(fn, *args_BxLx, *weights)
+    out_specs = jax.tree.map(lambda o: P(batch, *([None] * (o.ndim - 1))), out_shapes)
+    return jax.shard_map(local, in_specs=(*tok, *weight_specs), out_specs=out_specs,
+                         check_vma=False)(*args_BxLx, *weights)
+
   def _pallas(self, x, ids, weights, pos, keep, cap, w):
-    """`scaling.kernels`: permute -> grouped matmuls -> weighted unpermute.
+    """`scaling.kernels`: permute -> grouped matmuls -> weighted unpermute, per batch shard.
 
     The plan puts kept choices first, grouped by expert, and dropped ones in a zero tail that
-    the grouped matmul skips; the backward passes are gathers (no scatter-add of rows).
+    the grouped matmul skips; the backward passes are gathers (no scatter-add of rows). d_ff
+    may be split over the `mlp` rule's axes (tensor parallelism): partial outputs are summed.
     """
-    b, length, d = x.shape
-    k, e = ids.shape[-1], self.m.moe.num_experts
-    plan = permute_lib.make_plan(ids, e, capacity=cap, pos_GxLxK=pos)
-    rows = permute_lib.permute(x.reshape(b * length, d), plan)  # [B*L*K, D]
-    sizes = plan.group_sizes
-    up = gmm_lib.gmm(rows, w[1].astype(x.dtype), sizes)
-    if self.m.mlp == "swiglu":
-      h = jax.nn.silu(gmm_lib.gmm(rows, w[0].astype(x.dtype), sizes)) * up
-    else:
-      h = jax.nn.gelu(up)
-    out = gmm_lib.gmm(h, w[2].astype(x.dtype), sizes)
-    gate = (weights * keep).reshape(b * length, k)
-    return permute_lib.unpermute(out, plan, gate).reshape(b, length, d)
+    k, e, mlp = ids.shape[-1], self.m.moe.num_experts, self.m.mlp
+    tp = tuple(a for a in parse_axes(self.rules.get("mlp", "")) if a != "expert") or None
+    gate_w = w[0] if w[0] is not None else jnp.zeros((), x.dtype)
+
+    def local(x, ids, weights, pos, keep, w_gate, w_up, w_down):
+      b, length, d = x.shape
+      plan = permute_lib.make_plan(ids, e, capacity=cap, pos_GxLxK=pos)
+      rows = permute_lib.permute(x.reshape(b * length, d), plan)  # [B*L*K, D]
+      sizes = plan.group_sizes
+      up = gmm_lib.gmm(rows, w_up.astype(x.dtype), sizes)
+      if mlp == "swiglu":
+        h = jax.nn.silu(gmm_lib.gmm(rows, w_gate.astype(x.dtype), sizes)) * up
+      else:
+        h = jax.nn.gelu(up)
+      out = gmm_lib.gmm(h, w_down.astype(x.dtype), sizes)
+      gate = (weights * keep).reshape(b * length, k)
+      return permute_lib.unpermute(out, plan, gate).reshape(b, length, d)
+
+    specs = (P(None, None, tp) if w[0] is not None else P(), P(None, None, tp), P(None, tp, None))
+    return self._per_batch_shard(local, x, ids, weights, pos, keep,
+                                 weights=(gate_w, w[1], w[2]), weight_specs=specs,
+                                 reduce_axes=tp)
 
   def _expert_parallel(self, x, ids, weights, pos, keep, cap, w):
     """Experts split over the `expert` mesh axis; tokens exchanged with all_to_all."""

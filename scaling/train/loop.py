@@ -131,11 +131,22 @@ def build_trainer(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   batch_axes = parse_axes(cfg.mesh.rules.batch)
   batch_sharding = NamedSharding(mesh, PartitionSpec(batch_axes or None, None))
   train_step, eval_step = make_steps(graphdef, cfg, optimizer, aux_loss_fn)
+  # Layers that shard by hand (MoE expert parallelism, Pallas kernels per batch shard) read the
+  # mesh at trace time: bind it here, so the steps are right even outside `jax.set_mesh`.
+  train_step, eval_step = (_under_mesh(f, mesh) for f in (train_step, eval_step))
   train_step = jax.jit(train_step, in_shardings=(state_shardings, batch_sharding),
                        out_shardings=(state_shardings, replicated), donate_argnums=0)
   eval_step = jax.jit(eval_step, in_shardings=(state_shardings["params"], batch_sharding),
                       out_shardings=replicated)
   return Trainer(state, train_step, eval_step, batch_sharding, replicated)
+
+
+def _under_mesh(fn: Callable, mesh: jax.sharding.Mesh) -> Callable:
+  def traced(*args):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return fn(*args)
+
+  return traced
 
 
 def train(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, *,

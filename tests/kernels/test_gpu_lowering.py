@@ -286,20 +286,28 @@ def test_sort_dispatch_layer_shows_ragged_dot():
   assert not counts and "chlo.ragged_dot" in text
 
 
-def test_train_step_lowers_every_kernel_for_cuda():
+@pytest.mark.parametrize("data,model", [(1, 1), (4, 2)])
+def test_train_step_lowers_every_kernel_for_cuda(data, model):
   # The whole jitted, sharded train step of configs/moe.py:tiny with the pallas dispatch: its 2
-  # MoE layers are scanned (no remat), so each kernel appears as often as in one layer.
+  # MoE layers are scanned (no remat), so each kernel appears as often as in one layer. On a
+  # (data=4, model=2) mesh the kernels run per batch shard (inside shard_map), so their row
+  # operands are one device's: 8 / 4 sequences x 32 tokens x top_k 2 = 128 rows, not 512.
   from scaling.parallel.mesh import make_mesh
   from scaling.train.loop import build_trainer
 
   cfg = load_config("configs/moe.py:tiny")
   cfg.model.moe.dispatch = "pallas"
-  cfg.train.update(global_batch=2, seq_len=32)
-  mesh = make_mesh(cfg.mesh, jax.devices()[:1])
+  cfg.train.update(global_batch=8, seq_len=32)
+  cfg.mesh.update(data=data, model=model, expert=1)
+  mesh = make_mesh(cfg.mesh, jax.devices()[:data * model])
   trainer = build_trainer(cfg, mesh)
   state = jax.tree.map(lambda a: S(a.shape, a.dtype, sharding=a.sharding), trainer.state)
-  tokens = S((2, 32), jnp.int32, sharding=trainer.batch_sharding)
+  tokens = S((8, 32), jnp.int32, sharding=trainer.batch_sharding)
   batch = {"inputs": tokens, "targets": tokens,
-           "mask": S((2, 32), jnp.float32, sharding=trainer.batch_sharding)}
+           "mask": S((8, 32), jnp.float32, sharding=trainer.batch_sharding)}
   counts, kernels, text = _lower(trainer.train_step, state, batch)
   _assert_gpu_path(counts, kernels, text, LAYER_FWD_BWD)
+  rows = 8 // data * 32 * cfg.model.moe.top_k
+  gmm_calls = [line for line in text.splitlines()
+               if lowering.TRITON_CALL_TARGET in line and 'name = "moe_gmm"' in line]
+  assert gmm_calls and all(f"tensor<{rows}x" in line for line in gmm_calls)

@@ -8,6 +8,7 @@ import pytest
 from flax import nnx
 
 from scaling import accounting
+from scaling.kernels import backend
 from scaling.models import moe as moe_lib
 from scaling.models.dense import abstract_model, build_model
 from scaling.parallel.mesh import make_mesh
@@ -154,6 +155,31 @@ def test_expert_parallel_meshes_match_one_device(dispatch):
     w_up = nnx.state(model, nnx.Param)["blocks"]["block0"]["mlp"]["w_up"].get_value()
     # [layers, experts, d_model, d_ff]: experts split over `expert`, d_ff over `model`.
     assert w_up.addressable_shards[0].data.shape == (2, 8 // shape[2], 64, 128 // shape[1])
+
+
+@pytest.mark.parametrize("shape", [(8, 1, 1), (4, 2, 1)])
+def test_pallas_dispatch_runs_the_kernels_per_batch_shard(shape):
+  """Data (and tensor) parallel meshes without an expert axis: the kernels run inside
+  shard_map on each device's rows (XLA cannot partition a Pallas call; under plain jit every
+  device would gather and compute the whole batch), with the same numbers as one device."""
+  cfg = _cfg(dispatch="pallas")  # capacity 1.25: drops happen, decided per sequence
+  tokens = jax.random.randint(jax.random.key(4), (8, 16), 0, 512)
+  with backend.use_interpret(True):
+    want_logits, want_aux = build_model(cfg)(tokens, return_aux=True)
+    cfg.mesh.update(data=shape[0], model=shape[1], expert=shape[2])
+    mesh = make_mesh(cfg.mesh)
+    graphdef, state = nnx.split(build_model(cfg, mesh))
+    fn = jax.jit(lambda s, t: nnx.merge(graphdef, s)(t, return_aux=True))
+    with jax.set_mesh(mesh):
+      logits, aux = fn(state, tokens)
+      jaxpr = str(jax.make_jaxpr(fn)(state, tokens))
+  np.testing.assert_allclose(logits, want_logits, atol=5e-5)
+  np.testing.assert_allclose(aux["stats"]["dropped_fraction"], want_aux["stats"][
+      "dropped_fraction"], atol=1e-6)
+  # Each device's grouped matmul sees its own rows: (8 / data) x 16 tokens x top_k 2.
+  rows = 8 // shape[0] * 16 * cfg.model.moe.top_k
+  assert "shard_map" in jaxpr and f"f32[{rows},64]" in jaxpr
+  assert f"f32[{8 * 16 * cfg.model.moe.top_k},64]" not in jaxpr
 
 
 def test_mixtral_counts_are_exact():
