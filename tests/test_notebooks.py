@@ -16,11 +16,10 @@ import re
 import sys
 import time
 
+import jupytext  # dev dependencies: a missing one is a failure, not a skip
+import nbclient
+import nbformat
 import pytest
-
-jupytext = pytest.importorskip("jupytext")
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
 
 COLAB = pathlib.Path(__file__).resolve().parents[1] / "colab"
 NOTEBOOKS = ("quickstart", "chinchilla_replication", "moe_routing", "emergence")

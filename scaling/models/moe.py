@@ -228,11 +228,9 @@ class MoeMlp(nnx.Module):
       out = fn(*a)
       return jax.lax.psum(out, reduce_axes) if reduce_axes else out
 
-    tok = [P(batch, *([None] * (x.ndim - 1))) for x in args_BxLx]
-    out_shapes = jax.eval_shape(fn, *args_BxLx, *weights)
-    out_specs = jax.tree.map(lambda o: P(batch, *([None] * (o.ndim - 1))), out_shapes)
-    return jax.shard_map(local, in_specs=(*tok, *weight_specs), out_specs=out_specs,
-                         check_vma=False)(*args_BxLx, *weights)
+    rows = P(batch)  # leading axis split, the rest whole; a prefix of every output too
+    return jax.shard_map(local, in_specs=(*[rows] * len(args_BxLx), *weight_specs),
+                         out_specs=rows, check_vma=False)(*args_BxLx, *weights)
 
   def _pallas(self, x, ids, weights, pos, keep, cap, w):
     """`scaling.kernels`: permute -> grouped matmuls -> weighted unpermute, per batch shard.
