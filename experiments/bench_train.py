@@ -32,7 +32,8 @@ def _define(fv):
 
 
 def main(argv: list[str]) -> dict:
-  fv = parse(argv, _define)
+  fv = parse(argv, _define, prog="python experiments/bench_train.py", config=True,
+             usage="python experiments/bench_train.py --config=FILE[:PRESET] [--steps=20]").fv
   cfg = validate(fv["config"].value)
   t = cfg.train
   mesh = make_mesh(cfg.mesh)

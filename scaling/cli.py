@@ -8,8 +8,10 @@ never pays for JAX start-up it does not need.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
+from scaling.commands.common import HelpShown
 from scaling.errors import ScalingError
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -25,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def _usage() -> str:
   lines = ["usage: scaling <command> [flags]", "", "commands:"]
   lines += [f"  {name:8s} {help_}" for name, (_, help_) in COMMANDS.items()]
+  lines += ["", "`scaling <command> --help` lists a command's flags."]
   return "\n".join(lines)
 
 
@@ -43,6 +46,8 @@ def main(argv: list[str]) -> int:
   try:
     module = importlib.import_module(module_name)
     return int(getattr(module, func_name or "main")(rest) or 0)
+  except HelpShown:
+    return 0
   except ScalingError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -56,7 +61,13 @@ def main(argv: list[str]) -> int:
 
 def run() -> None:
   """Console-script entry point."""
-  sys.exit(main(sys.argv[1:]))
+  try:
+    status = main(sys.argv[1:])
+    sys.stdout.flush()
+  except BrokenPipeError:  # `scaling ... | head`: the reader left; that is not an error
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    status = 0
+  sys.exit(status)
 
 
 if __name__ == "__main__":

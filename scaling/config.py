@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import ml_collections
 
-from scaling.errors import ScalingError, require
+from scaling.errors import require
 
 MESH_AXES = ("data", "model", "expert")
-LOGICAL_AXES = ("batch", "length", "embed", "heads", "kv", "mlp", "vocab", "layers", "expert")
+LOGICAL_AXES = ("batch", "length", "embed", "heads", "kv_heads", "kv", "mlp", "vocab", "layers",
+                "expert")
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT_POLICIES = ("none", "full", "dots_saveable")
 MLP_TYPES = ("swiglu", "gelu")
@@ -26,6 +27,7 @@ DEFAULT_RULES = {
     "length": "",
     "embed": "",
     "heads": "model",
+    "kv_heads": "model",  # GQA key/value heads; `kv` is the per-head (head_dim) axis
     "kv": "",
     "mlp": "model",
     "vocab": "model",
@@ -227,16 +229,10 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def load(spec: str) -> ml_collections.ConfigDict:
   """`configs/dense.py:tiny` -> that file's `get_config("tiny")`, as `--config=` would load it.
 
-  For notebooks and scripts; relative paths are taken from the current directory.
+  For notebooks and scripts; relative paths are taken from the current directory. The one
+  loader of the CLI (`scaling.commands.common.load_config`): a file that fails to load is a
+  `ScalingError` reading `FILE:LINE: message`.
   """
-  import importlib.util
-  import pathlib
+  from scaling.commands.common import load_config
 
-  path, _, arg = spec.partition(":")
-  file = pathlib.Path(path)
-  if not file.exists():
-    raise ScalingError(f"config file {path!r} not found; pass e.g. configs/dense.py:tiny")
-  module_spec = importlib.util.spec_from_file_location(f"_config_{file.stem}", file)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
+  return load_config(spec)

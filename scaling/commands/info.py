@@ -12,7 +12,7 @@ import math
 from absl import flags
 
 from scaling import accounting
-from scaling.commands.common import parse
+from scaling.commands.common import command, parse
 from scaling.config import validate
 from scaling.parallel.mesh import mesh_shape, parse_mesh_flag
 
@@ -30,8 +30,14 @@ def _human(n: float) -> str:
   return f"{n:.3g}"
 
 
+USAGE = "scaling info --config=FILE[:PRESET] [--config.a.b=VALUE] [--mesh=data:8,model:1] [--json]"
+
+
+@command
 def main(argv: list[str]) -> int:
-  fv = parse(argv, _define)
+  fv = parse(argv, _define, prog="scaling info", usage=USAGE, config=True,
+             description="Parameter, FLOP and memory counts for a config, from abstract shapes "
+             "only (nothing is allocated).").fv
   cfg = validate(fv["config"].value)
   if fv["mesh"].value:
     sizes = parse_mesh_flag(fv["mesh"].value)

@@ -18,60 +18,68 @@ import sys
 
 from absl import flags
 
-from scaling.commands.common import parse
+from scaling.commands.common import command, parse
 from scaling.errors import ScalingError
 
 USAGE = ("usage: scaling ladder show CONFIG | run CONFIG --workdir=DIR [--backend=local|slurm|"
-         "tpu-vm] [--parallel=N] [--dry_run] | status DIR | worker DIR --run_id=ID")
+         "tpu-vm] [--parallel=N] [--dry_run] | status DIR | worker DIR --run_id=ID\n"
+         "(`scaling ladder SUBCOMMAND --help` lists a sub-command's flags)")
 BACKENDS = ("local", "slurm", "tpu-vm")
+SUBCOMMANDS = {
+    "show": ("scaling ladder show CONFIG [--config.ladder.x=VALUE] [--json]",
+             "Expand a ladder config into its runs and print the table; trains nothing."),
+    "run": ("scaling ladder run CONFIG --workdir=DIR [--backend=local|slurm|tpu-vm] "
+            "[--parallel=N] [--dry_run]", "Launch every run of the ladder that is not complete."),
+    "status": ("scaling ladder status DIR [--json]", "The state of every run of a ladder."),
+    "worker": ("scaling ladder worker DIR --run_id=ID",
+               "Train one run of a ladder (what every backend runs)."),
+}
 
 
-def _define(fv: flags.FlagValues) -> None:
-  flags.DEFINE_string("workdir", None, "Ladder directory: DIR/runs/<run_id>/ per run (local "
-                      "path or gs://).", flag_values=fv)
-  flags.DEFINE_string("backend", "local", f"Where runs train: one of {BACKENDS}.",
-                      flag_values=fv)
-  flags.DEFINE_integer("parallel", 1, "local backend: runs at once (each in its own process).",
-                       flag_values=fv)
-  flags.DEFINE_bool("dry_run", False, "Print what would be launched (sbatch script, gcloud "
-                    "commands) without launching.", flag_values=fv)
-  flags.DEFINE_bool("json", False, "show/status: print JSON lines instead of a table.",
-                    flag_values=fv)
-  flags.DEFINE_string("run_id", None, "worker: the run to train.", flag_values=fv)
+def _define(sub: str):
+  """The flags of one sub-command."""
+
+  def define(fv: flags.FlagValues) -> None:
+    if sub in ("run", "status", "worker"):
+      flags.DEFINE_string("workdir", None, "Ladder directory: DIR/runs/<run_id>/ per run "
+                          "(local path or gs://); status and worker also take it as DIR.",
+                          flag_values=fv)
+    if sub == "run":
+      flags.DEFINE_enum("backend", "local", BACKENDS, "Where runs train.", flag_values=fv)
+      flags.DEFINE_integer("parallel", 1, "local backend: runs at once (each in its own "
+                           "process).", lower_bound=1, flag_values=fv)
+      flags.DEFINE_bool("dry_run", False, "Print what would be launched (worker commands, "
+                        "sbatch script, gcloud commands) without launching.", flag_values=fv)
+    if sub in ("show", "status"):
+      flags.DEFINE_bool("json", False, "Print JSON lines instead of a table.", flag_values=fv)
+    if sub == "worker":
+      flags.DEFINE_string("run_id", None, "The run to train.", flag_values=fv)
+
+  return define
 
 
-def _split(argv: list[str], positional_is_config: bool) -> tuple[list[str], str | None]:
-  """Pulls the first positional argument out of `argv` (flags use --name=value)."""
-  rest, first = [], None
-  for a in argv:
-    if first is None and not a.startswith("-"):
-      first = a
-    else:
-      rest.append(a)
-  if positional_is_config and first is not None:
-    rest.insert(0, f"--config={first}")
-    first = None
-  return rest, first
-
-
+@command
 def main(argv: list[str]) -> int:
   if not argv or argv[0] in ("-h", "--help", "help"):
     print(USAGE)
     return 0
   sub, argv = argv[0], list(argv[1:])
+  if sub not in SUBCOMMANDS:
+    raise ScalingError(f"unknown ladder command {sub!r}; {USAGE.splitlines()[0]}")
+  usage, description = SUBCOMMANDS[sub]
+  prog = f"scaling ladder {sub}"
   if sub in ("show", "run"):
-    rest, _ = _split(argv, positional_is_config=True)
-    fv = parse(rest, _define)
+    fv = parse(argv, _define(sub), prog=prog, usage=usage, description=description,
+               config=True, config_positional=True).fv
     return _show(fv) if sub == "show" else _run(fv)
-  if sub in ("status", "worker"):
-    rest, workdir = _split(argv, positional_is_config=False)
-    fv = parse(rest, _define, needs_config=False)
-    workdir = workdir or fv["workdir"].value
-    if not workdir:
-      raise ScalingError(f"scaling ladder {sub} needs the ladder directory, e.g. "
-                         f"`scaling ladder {sub} runs/demo`")
-    return _status(fv, workdir) if sub == "status" else _worker(fv, workdir)
-  raise ScalingError(f"unknown ladder command {sub!r}; {USAGE}")
+  parsed = parse(argv, _define(sub), prog=prog, usage=usage, description=description,
+                 nargs=(0, 1))
+  fv = parsed.fv
+  workdir = parsed.args[0] if parsed.args else fv["workdir"].value
+  if not workdir:
+    raise ScalingError(f"scaling ladder {sub} needs the ladder directory, e.g. "
+                       f"`scaling ladder {sub} runs/demo`")
+  return _status(fv, workdir) if sub == "status" else _worker(fv, workdir)
 
 
 def _expand(fv):

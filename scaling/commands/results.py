@@ -1,9 +1,11 @@
-"""`scaling results collect DIR [--out results.csv] [--all]`: the table `scaling fit` reads.
+"""`scaling results collect DIR [--out results.csv] [--all] [--strict]`: the table `scaling fit`
+reads.
 
 Gathers every `DIR/runs/<run_id>/result.json` into one table (columns in
 `scaling.ladder.results.COLUMNS` and the README). `--out` ending in `.jsonl` or `.json` writes
 JSON lines, anything else CSV; without `--out` the CSV goes to stdout. Only complete runs are
-listed unless `--all`.
+listed unless `--all`. An unreadable `result.json` is named on stderr and counted in the
+summary line; `--strict` makes it an error.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import sys
 
 from absl import flags
 
-from scaling.commands.common import parse
+from scaling.commands.common import command, parse
 from scaling.errors import ScalingError
 
-USAGE = "usage: scaling results collect DIR [--out results.csv|results.jsonl] [--all]"
+USAGE = ("scaling results collect DIR [--out results.csv|results.jsonl] [--all] [--strict]")
+PROG = "scaling results collect"
 
 
 def _define(fv: flags.FlagValues) -> None:
@@ -23,27 +26,34 @@ def _define(fv: flags.FlagValues) -> None:
                       "default: CSV on stdout.", flag_values=fv)
   flags.DEFINE_bool("all", False, "Also list runs that are not complete (failed, interrupted).",
                     flag_values=fv)
+  flags.DEFINE_bool("strict", False, "An unreadable result.json is an error (exit 2) instead "
+                    "of a named, counted skip.", flag_values=fv)
 
 
+@command
 def main(argv: list[str]) -> int:
   if not argv or argv[0] in ("-h", "--help", "help"):
-    print(USAGE)
+    print(f"usage: {USAGE}\n\n  collect  Gather DIR/runs/*/result.json into one table "
+          "(`scaling results collect --help` for its flags).")
     return 0
   if argv[0] != "collect":
-    raise ScalingError(f"unknown results command {argv[0]!r}; {USAGE}")
-  positional = [a for a in argv[1:] if not a.startswith("-")]
-  fv = parse([a for a in argv[1:] if a.startswith("-")], _define, needs_config=False)
-  if len(positional) != 1:
-    raise ScalingError(f"scaling results collect needs exactly one ladder directory; {USAGE}")
+    raise ScalingError(f"unknown results command {argv[0]!r}; usage: {USAGE}")
+  parsed = parse(argv[1:], _define, prog=PROG, usage=USAGE, nargs=(1, 1),
+                 description="Gather every DIR/runs/<run_id>/result.json of a ladder workdir "
+                 "into the table `scaling fit` reads (complete runs only unless --all).")
+  fv, (workdir,) = parsed.fv, parsed.args
   from scaling.ladder import results
 
-  rows, skipped = results.collect(positional[0], include_incomplete=fv["all"].value)
-  note = f" ({skipped} incomplete runs left out; --all lists them)" if skipped else ""
+  got = results.gather(workdir, include_incomplete=fv["all"].value)
+  notes = [results.report_unreadable(got.unreadable, strict=fv["strict"].value)]
+  if got.skipped:
+    notes.insert(0, f"{got.skipped} incomplete runs left out; --all lists them")
+  note = "; ".join(n for n in notes if n)
+  note = f" ({note})" if note else ""
   if fv["out"].value:
-    results.write(rows, fv["out"].value)
-    print(f"{len(rows)} runs -> {fv['out'].value}{note}")
+    results.write(got.rows, fv["out"].value)
+    print(f"{len(got.rows)} runs -> {fv['out'].value}{note}")
   else:
-    sys.stdout.write(results.to_text(rows, "csv"))
-    if note:
-      print(note.strip(), file=sys.stderr)
+    sys.stdout.write(results.to_text(got.rows, "csv"))
+    print(f"{len(got.rows)} runs{note}", file=sys.stderr)
   return 0

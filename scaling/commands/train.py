@@ -10,7 +10,7 @@ import logging
 
 from absl import flags
 
-from scaling.commands.common import parse
+from scaling.commands.common import command, parse
 
 
 def _define(fv: flags.FlagValues) -> None:
@@ -19,13 +19,21 @@ def _define(fv: flags.FlagValues) -> None:
   flags.DEFINE_bool("json", False, "Print the whole run record as JSON.", flag_values=fv)
   flags.DEFINE_string("coordinator", None, "host:port of process 0 for multi-host runs; "
                       "TPU pods and Slurm are detected without it.", flag_values=fv)
-  flags.DEFINE_integer("num_processes", None, "Processes in a multi-host run.", flag_values=fv)
-  flags.DEFINE_integer("process_id", None, "This process's index in a multi-host run.",
+  flags.DEFINE_integer("num_processes", None, "Processes in a multi-host run.", lower_bound=1,
                        flag_values=fv)
+  flags.DEFINE_integer("process_id", None, "This process's index in a multi-host run.",
+                       lower_bound=0, flag_values=fv)
 
 
+USAGE = ("scaling train --config=FILE[:PRESET] --workdir=DIR [--config.a.b=VALUE] [--json] "
+         "[--coordinator=HOST:PORT --num_processes=N --process_id=I]")
+
+
+@command
 def main(argv: list[str]) -> int:
-  fv = parse(argv, _define)
+  fv = parse(argv, _define, prog="scaling train", usage=USAGE, config=True,
+             description="Train one run into --workdir (resuming from its newest good "
+             "checkpoint) and print the run record's summary.").fv
   from scaling.errors import ScalingError
 
   if not fv["workdir"].value:

@@ -38,9 +38,10 @@ def add_derived(fit: Fit, predict_flops: float, flops_per_param_token: float = 6
     s = fit.samples
     o = laws_lib.chinchilla_optimal(s["E"], s["A"], s["B"], s["alpha"], s["beta"],
                                     predict_flops, flops_per_param_token)
+    with np.errstate(divide="ignore", invalid="ignore"):  # degenerate replicates: inf/NaN
+      ratio = o["tokens"] / o["params"]
     s.update({"a": o["a"], "b": o["b"], "G": o["G"], "params_opt": o["params"],
-              "tokens_opt": o["tokens"], "loss_opt": o["loss"],
-              "tokens_per_param": o["tokens"] / o["params"]})
+              "tokens_opt": o["tokens"], "loss_opt": o["loss"], "tokens_per_param": ratio})
   return fit
 
 

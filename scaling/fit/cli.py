@@ -1,67 +1,97 @@
-"""`scaling fit` and `scaling plan`: argparse front ends called in-process by scaling/cli.py.
+"""`scaling fit` and `scaling plan`, called in-process by scaling/cli.py.
 
-They use argparse, not absl flags, because other sub-commands own absl's global flags and tests
-call these functions directly. User mistakes raise `ScalingError`; the dispatcher prints them as
-one `error:` line and exits 2.
+They parse like every other command (`scaling.commands.common.parse`: absl flags on a fresh
+FlagValues per call, `--flag value` or `--flag=value`, positionals anywhere, `--help`). User
+mistakes raise `ScalingError`; the dispatcher prints them as one `error:` line and exits 2.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
+from types import SimpleNamespace
 
-import numpy as np
+from absl import flags
 
+from scaling.commands.common import command, parse
 from scaling.errors import ScalingError
 from scaling.fit import core, published
 from scaling.fit import table as table_lib
 
 
-class _Parser(argparse.ArgumentParser):
-  """argparse that raises ScalingError instead of exiting, so in-process callers get status 2."""
+def _positive(fv, *names: str) -> None:
+  """Float flags that must be > 0 when given (absl bounds are inclusive)."""
+  for name in names:
+    flags.register_validator(name, lambda v: v is None or v > 0,
+                             message="must be a positive number", flag_values=fv)
 
-  def error(self, message):
-    raise ScalingError(f"{self.prog}: {message}")
+
+def _define_fit(fv) -> None:
+  flags.DEFINE_string("law", "chinchilla", "chinchilla | kaplan | power | moe (also clark, "
+                      "krajewski, kaplan_nd).", flag_values=fv)
+  flags.DEFINE_integer("approach", 3, "Chinchilla approach: 1 (training curves), 2 (IsoFLOP "
+                       "minima) or 3 (parametric fit).", lower_bound=1, upper_bound=3,
+                       flag_values=fv)
+  flags.DEFINE_enum("method", "grid", ("grid", "varpro"), "Approach 3 optimiser: Hoffmann's "
+                    "grid + L-BFGS, or variable projection.", flag_values=fv)
+  flags.DEFINE_enum("x", None, ("params", "tokens", "flops"), "Variable of a single-variable "
+                    "law (power, kaplan); kaplan without --x fits the joint L(N, D) form.",
+                    flag_values=fv)
+  flags.DEFINE_enum("moe", None, ("clark", "krajewski"), "MoE law (default krajewski if the "
+                    "table has 'granularity', else clark).", flag_values=fv)
+  flags.DEFINE_integer("bootstrap", 1000, "Bootstrap resamples (0: none).", lower_bound=0,
+                       flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "Seed of the bootstrap resampling.", lower_bound=0,
+                       flag_values=fv)
+  flags.DEFINE_multi_string("columns", None, "Map documented names to the table's: "
+                            'params="Model Size",flops=C.', flag_values=fv)
+  flags.DEFINE_multi_string("filter", None, "COL=VALUE: keep rows whose column equals VALUE.",
+                            flag_values=fv)
+  flags.DEFINE_integer("drop-highest-loss", 0, "Drop the K highest-loss rows first (Besiroglu "
+                       "et al. 2024 used 5).", lower_bound=0, flag_values=fv)
+  flags.DEFINE_float("predict-flops", None, "Budget (FLOPs) for the N_opt/D_opt/loss "
+                     "prediction; default 10x max C.", flag_values=fv)
+  flags.DEFINE_float("flops-per-token", 6.0, "k in C = k N D for the compute-optimal "
+                     "frontier.", flag_values=fv)
+  flags.DEFINE_float("holdout-above", None, "Extrapolation check: fit runs with C <= this many "
+                     "FLOPs, predict the rest.", flag_values=fv)
+  flags.DEFINE_string("curve-loss", "loss", "metrics.jsonl key for approach 1 curves.",
+                      flag_values=fv)
+  flags.DEFINE_string("out", None, "Write fit.json, report.md and plots here.", flag_values=fv)
+  flags.DEFINE_bool("json", False, "Print one JSON object.", flag_values=fv)
+  flags.DEFINE_bool("strict", False, "A ladder workdir with an unreadable result.json is an "
+                    "error (exit 2) instead of a named, counted skip.", flag_values=fv)
+  _positive(fv, "predict-flops", "flops-per-token", "holdout-above")
 
 
-def _fit_parser() -> argparse.ArgumentParser:
-  p = _Parser(prog="scaling fit", description="Fit a scaling law to a results table.")
-  p.add_argument("table", help="CSV, JSON lines, or a ladder workdir (DIR/runs/*/result.json)")
-  p.add_argument("--law", default="chinchilla",
-                 help="chinchilla | kaplan | power | moe (also clark, krajewski, kaplan_nd)")
-  p.add_argument("--approach", type=int, choices=(1, 2, 3), default=3,
-                 help="Chinchilla approach (default 3)")
-  p.add_argument("--method", default="grid", choices=("grid", "varpro"),
-                 help="approach 3 optimiser: Hoffmann's grid + L-BFGS, or variable projection")
-  p.add_argument("--x", default=None, choices=("params", "tokens", "flops"),
-                 help="variable of a single-variable law (power, kaplan); kaplan without --x "
-                      "fits the joint L(N, D) form")
-  p.add_argument("--moe", default=None, choices=("clark", "krajewski"),
-                 help="MoE law (default krajewski if the table has 'granularity', else clark)")
-  p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0: none)")
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--columns", action="append", default=None,
-                 help='map documented names to the table\'s: params="Model Size",flops=C')
-  p.add_argument("--filter", action="append", default=[], metavar="COL=VALUE",
-                 help="keep rows whose column equals VALUE (repeatable)")
-  p.add_argument("--drop-highest-loss", type=int, default=0,
-                 help="drop the K highest-loss rows first (Besiroglu et al. 2024 used 5)")
-  p.add_argument("--predict-flops", type=float, default=None,
-                 help="budget (FLOPs) for the N_opt/D_opt/loss prediction; default 10x max C")
-  p.add_argument("--flops-per-token", type=float, default=6.0,
-                 help="k in C = k N D for the compute-optimal frontier (default 6)")
-  p.add_argument("--holdout-above", type=float, default=None,
-                 help="extrapolation check: fit runs with C <= this many FLOPs, predict the rest")
-  p.add_argument("--curve-loss", default="loss", help="metrics.jsonl key for approach 1 curves")
-  p.add_argument("--out", default=None, help="write fit.json, report.md and plots here")
-  p.add_argument("--json", action="store_true", help="print one JSON object")
-  return p
+FIT_USAGE = ("scaling fit TABLE_OR_WORKDIR [--law=chinchilla|kaplan|power|moe] [--approach=1|2|3] "
+             "[--bootstrap=K] [--out=DIR] [--json] [flags]")
+
+
+def parse_fit_args(argv: list[str]) -> SimpleNamespace:
+  """`scaling fit` flags as attributes (`args.drop_highest_loss`, `args.table`), plus
+  `args.argv`: the arguments exactly as given, for the fit's provenance."""
+  parsed = parse(argv, _define_fit, prog="scaling fit", usage=FIT_USAGE, nargs=(1, 1),
+                 description="Fit a scaling law to a results table: a CSV, JSON lines, or a "
+                 "ladder workdir (DIR/runs/*/result.json).")
+  return _namespace(parsed, table=parsed.args[0])
+
+
+def _namespace(parsed, **extra) -> SimpleNamespace:
+  """Flag values by attribute, dashes as underscores; repeatable flags given nowhere are []."""
+  fv = parsed.fv
+  values = {}
+  for name in fv:
+    value = fv[name].value
+    if isinstance(fv[name], flags.MultiFlag) and value is None:
+      value = []
+    values[name.replace("-", "_")] = value
+  return SimpleNamespace(**values, argv=list(parsed.argv), **extra)
 
 
 def _load(args) -> table_lib.Table:
-  table = table_lib.load_table(args.table, args.columns)
+  table = table_lib.load_table(args.table, args.columns, strict=getattr(args, "strict", False))
   for f in args.filter:
     col, sep, value = f.partition("=")
     if not sep:
@@ -85,16 +115,31 @@ def _law_name(args, table) -> str:
 
 def run_fit(args) -> tuple[core.Fit, table_lib.Table | None]:
   """Fits according to parsed arguments; returns the fit and the table (None for curves)."""
-  from scaling.fit import chinchilla
+  from scaling.fit import checks, chinchilla, provenance, validation
 
   if args.law == "chinchilla" and args.approach == 1:
-    curves = table_lib.load_curves(args.table, args.curve_loss)
-    return chinchilla.approach1(curves, bootstrap=args.bootstrap, seed=args.seed,
-                                predict_flops=args.predict_flops), None
-  table = _load(args)
+    curves = table_lib.load_curves(args.table, args.curve_loss,
+                                   strict=getattr(args, "strict", False))
+    curves, held = validation.split_curves(curves, args.table, args.holdout_above)
+    fit = chinchilla.approach1(curves, bootstrap=args.bootstrap, seed=args.seed,
+                               predict_flops=args.predict_flops)
+    if held:
+      fit.info["validation_note"] = (f"{len(held)} held-out run(s) left out of the fit; "
+                                     "Approach 1 predicts no loss, so none is scored")
+    fit.checks = checks.run_checks(fit, None)
+    fit.provenance = provenance.from_args(args, fit, held_ids=held)
+    return fit, None
+  # Held-out runs (column `holdout`, or C above --holdout-above) are left out of `table`, the
+  # rows fitted, and predicted afterwards into `fit.validation`.
+  sp = validation.split(_load(args), args.holdout_above)
+  table = sp.fit_table
   if args.law == "chinchilla" and args.approach == 2:
-    return chinchilla.approach2(table, bootstrap=args.bootstrap, seed=args.seed,
-                                predict_flops=args.predict_flops), table
+    fit = chinchilla.approach2(table, bootstrap=args.bootstrap, seed=args.seed,
+                               predict_flops=args.predict_flops)
+    fit.validation = validation.validate(fit, sp, level=fit.ci, seed=args.seed)
+    fit.checks = checks.run_checks(fit, table)
+    fit.provenance = provenance.from_args(args, fit, sp)
+    return fit, table
   law = _law_name(args, table)
   if law == "chinchilla":
     fit = chinchilla.approach3(table, method=args.method, bootstrap=args.bootstrap,
@@ -103,19 +148,13 @@ def run_fit(args) -> tuple[core.Fit, table_lib.Table | None]:
   else:
     fit = core.fit_law(table, law, x=args.x, bootstrap=args.bootstrap, seed=args.seed)
     fit.approach = None
-  if args.holdout_above is not None:
-    fit.info["extrapolation"] = core.extrapolation_check(
-        table, _refitter(law, args), args.holdout_above)
+  fit.validation = validation.validate(fit, sp, level=fit.ci, seed=args.seed)
+  extrapolation = validation.extrapolation_summary(fit, sp)  # --holdout-above's summary
+  if extrapolation is not None:
+    fit.info["extrapolation"] = extrapolation
+  fit.checks = checks.run_checks(fit, table)
+  fit.provenance = provenance.from_args(args, fit, sp)
   return fit, table
-
-
-def _refitter(law: str, args):
-  def fitter(train):
-    f, _ = core.fit_grid(train, law, x=args.x)
-    theta = np.asarray(f.info["theta"])
-    from scaling.fit import laws
-    return lambda held: laws.predict(law, theta, core.design(held, law, args.x))
-  return fitter
 
 
 def _human(fit: core.Fit) -> str:
@@ -130,40 +169,39 @@ def _human(fit: core.Fit) -> str:
   if ex:
     out.append(f"  extrapolation above {ex['threshold_flops']:.3g} FLOPs: mean |rel err| "
                f"{ex['mean_abs_rel_error']:.2%} over {ex['n_test']} runs")
+  g = fit.goodness
+  if g:
+    out.append(f"  goodness: R^2 {g['r2']:.4f} of log loss, RMSE of log loss {g['rmse_log']:.4g}"
+               f" ({g['n']} runs, {g['dof']} degrees of freedom)")
+  if fit.checks:
+    bad = [c["name"] for c in fit.checks if not c["ok"]]
+    out.append(f"  checks: {len(fit.checks) - len(bad)} of {len(fit.checks)} ok"
+               + (f"; failed: {', '.join(bad)} (warnings on stderr)" if bad else ""))
   return "\n".join(out)
 
 
 def write_outputs(fit: core.Fit, table, out_dir: str) -> list[str]:
   """fit.json (with bootstrap samples), plots (PNG + PDF) and report.md in `out_dir`."""
-  from scaling.fit import plots, report
+  from scaling import storage
+  from scaling.fit import plots, provenance, report
 
   os.makedirs(out_dir, exist_ok=True)
-  pngs = []
-  stem = os.path.join(out_dir, "plots")
-  if fit.law == "chinchilla" and fit.approach == 2 and table is not None:
-    pngs.append(plots.isoflops(table, fit, os.path.join(stem, "isoflops"))[0])
-  if fit.law == "chinchilla" and fit.approach == 3 and table is not None:
-    pngs.append(plots.frontier(table, fit, os.path.join(stem, "frontier"))[0])
-    pngs.append(plots.residuals(table, fit, os.path.join(stem, "residuals"))[0])
-  if fit.law == "chinchilla":
-    pngs.append(plots.optimal_allocation(fit, os.path.join(stem, "optimal_allocation"))[0])
-  if fit.law in ("clark", "krajewski") and table is not None:
-    pngs.append(plots.moe_experts(table, fit, os.path.join(stem, "moe_experts"))[0])
+  pngs = plots.for_fit(fit, table, os.path.join(out_dir, "plots"))
   path = os.path.join(out_dir, "fit.json")
-  tmp = path + ".tmp"
-  with open(tmp, "w") as fh:  # atomic: write aside, then rename (DESIGN.md conventions)
-    json.dump(fit.to_json(include_samples=True), fh, indent=1)
-  os.replace(tmp, path)
-  with open(os.path.join(out_dir, "report.md"), "w") as fh:
-    fh.write(report.markdown(fit, pngs, out_dir))
+  provenance.write_fit_json(path, fit.to_json(include_samples=True))  # atomic
+  storage.write_text(os.path.join(out_dir, "report.md"), report.markdown(fit, pngs, out_dir))
   return [path, os.path.join(out_dir, "report.md")] + pngs
 
 
+@command
 def fit_main(argv: list[str]) -> int:
   """`scaling fit TABLE_OR_WORKDIR --law=... [--approach=N] [--bootstrap=K] [--json]
   [--out=DIR]`."""
-  args = _fit_parser().parse_args(argv)
+  args = parse_fit_args(argv)
   fit, table = run_fit(args)
+  for c in fit.checks:  # one line per failed self-check, with its fix
+    if not c["ok"]:
+      print(f"warning: {c['name']}: {c['detail']}", file=sys.stderr)
   written = write_outputs(fit, table, args.out) if args.out else []
   if args.json:
     obj = fit.to_json()
@@ -177,23 +215,37 @@ def fit_main(argv: list[str]) -> int:
   return 0
 
 
-def _plan_parser() -> argparse.ArgumentParser:
-  p = _Parser(prog="scaling plan",
-              description="Compute-optimal model size, tokens and loss for a budget.")
-  p.add_argument("--flops", type=float, default=None, help="training budget C (FLOPs)")
-  p.add_argument("--gpu-hours", type=float, default=None, help="budget in device-hours")
-  p.add_argument("--hardware", default=None, help=f"one of {', '.join(sorted(_peaks()))}")
-  p.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation (default 0.4)")
-  p.add_argument("--devices", type=int, default=1, help="devices training in parallel")
-  p.add_argument("--law", default="hoffmann2022",
-                 help=f"published law ({', '.join(published.LAWS)}) or a FIT.json")
-  p.add_argument("--flops-per-token", type=float, default=6.0, help="k in C = k N D")
-  p.add_argument("--inference-tokens", type=float, default=None,
-                 help="lifetime inference tokens, for the over-training trade-off")
-  p.add_argument("--config", default=None, help="model config, for memory per device")
-  p.add_argument("--mesh", default=None, help="mesh for memory, e.g. data:8,model:1")
-  p.add_argument("--json", action="store_true", help="print one JSON object")
-  return p
+def _define_plan(fv) -> None:
+  flags.DEFINE_float("flops", None, "Training budget C (FLOPs).", flag_values=fv)
+  flags.DEFINE_float("gpu-hours", None, "Budget in device-hours (with --hardware).",
+                     flag_values=fv)
+  flags.DEFINE_string("hardware", None, f"One of {', '.join(sorted(_peaks()))}.",
+                      flag_values=fv)
+  flags.DEFINE_float("mfu", 0.4, "Model FLOPs utilisation, in (0, 1].", upper_bound=1.0,
+                     flag_values=fv)
+  flags.DEFINE_integer("devices", 1, "Devices training in parallel.", lower_bound=1,
+                       flag_values=fv)
+  flags.DEFINE_string("law", "hoffmann2022", f"Published law ({', '.join(published.LAWS)}) "
+                      "or a FIT.json.", flag_values=fv)
+  flags.DEFINE_float("flops-per-token", 6.0, "k in C = k N D.", flag_values=fv)
+  flags.DEFINE_float("inference-tokens", None, "Lifetime inference tokens, for the "
+                     "over-training trade-off.", lower_bound=0.0, flag_values=fv)
+  flags.DEFINE_string("config", None, "Model config, for memory per device "
+                      "(configs/dense.py:llama2_7b).", flag_values=fv)
+  flags.DEFINE_string("mesh", None, "Mesh for memory, e.g. data:8,model:1.", flag_values=fv)
+  flags.DEFINE_bool("json", False, "Print one JSON object.", flag_values=fv)
+  _positive(fv, "gpu-hours", "mfu", "flops-per-token")
+
+
+PLAN_USAGE = ("scaling plan --flops=C | --gpu-hours=H --hardware=NAME [--mfu=0.4] "
+              "[--law=NAME|FIT.json] [--inference-tokens=T] [--config=... --mesh=...] [--json]")
+
+
+def parse_plan_args(argv: list[str]) -> SimpleNamespace:
+  """`scaling plan` flags as attributes (`args.gpu_hours`), plus `args.argv`."""
+  return _namespace(parse(argv, _define_plan, prog="scaling plan", usage=PLAN_USAGE,
+                          description="Compute-optimal model size, tokens and loss for a "
+                          "budget."))
 
 
 def _peaks():
@@ -201,11 +253,12 @@ def _peaks():
   return hardware.PEAKS
 
 
+@command
 def plan_main(argv: list[str]) -> int:
   """`scaling plan --flops=C | --gpu-hours=H --hardware=NAME [--mfu=0.4] [--law=NAME|FIT.json]`."""
   from scaling.fit import plan
 
-  args = _plan_parser().parse_args(argv)
+  args = parse_plan_args(argv)
   if (args.flops is None) == (args.gpu_hours is None):
     raise ScalingError("give exactly one of --flops=C or --gpu-hours=H (with --hardware)")
   if args.gpu_hours is not None:
@@ -219,6 +272,9 @@ def plan_main(argv: list[str]) -> int:
                   flops_per_param_token=args.flops_per_token)
   if args.config:
     out["memory"] = plan.memory(args.config, args.mesh)
+  if plan.LawSource(args.law).fit is not None:  # a fit.json: say where its law came from
+    from scaling.fit import provenance
+    out["provenance_summary"] = provenance.summary(provenance.load_fit_json(args.law))
   if args.json:
     print(json.dumps(out))
     return 0
@@ -232,6 +288,8 @@ def plan_main(argv: list[str]) -> int:
     return f"  {name:10s} {v:.4g} {unit}{ci}"
 
   print(f"law: {out['law']}  ({out['law_source']})")
+  if "provenance_summary" in out:
+    print(f"  {out['provenance_summary']}")
   print(f"  budget     {flops:.4g} FLOPs")
   print(line("N_opt", "params", "parameters"))
   print(line("D_opt", "tokens", "tokens"))

@@ -39,6 +39,11 @@ class Fit:
     ci: two-sided level of the percentile intervals.
     objective: final value of the fitted objective (Huber sum), when there is one.
     info: everything else a report shows (x variable, preparation notes, per-budget minima).
+    goodness: fit quality on log loss (`predict.goodness`): `r2`, `rmse_log`, `s_log` (the
+      residual standard deviation on n - p degrees of freedom), `dof`, `n`.
+    checks: self-checks (`checks.run_checks`), each `{name, ok, detail}`.
+    validation: held-out runs and their predictions (`validation.validate`).
+    provenance: where the law came from (`provenance.build`).
   """
   law: str
   approach: int | None
@@ -50,6 +55,10 @@ class Fit:
   ci: float = 0.95
   objective: float | None = None
   info: dict = dataclasses.field(default_factory=dict)
+  goodness: dict = dataclasses.field(default_factory=dict)
+  checks: list[dict] = dataclasses.field(default_factory=list)
+  validation: list[dict] = dataclasses.field(default_factory=list)
+  provenance: dict = dataclasses.field(default_factory=dict)
 
   def intervals(self) -> dict[str, list[float]]:
     """Percentile bootstrap intervals `[low, high]` for every sampled quantity."""
@@ -63,7 +72,7 @@ class Fit:
     return out
 
   def to_json(self, include_samples: bool = False) -> dict:
-    """The contract of `scaling fit --json` (DESIGN.md): law, approach, params, intervals,
+    """The contract of `scaling fit --json`: law, approach, params, intervals,
     n_points, plus the derived quantities as top-level keys (`a`, `b`, ...)."""
     out = {"law": self.law, "approach": self.approach, "method": self.method,
            "params": {k: float(v) for k, v in self.params.items()},
@@ -75,6 +84,12 @@ class Fit:
     if self.objective is not None:
       out["objective"] = float(self.objective)
     out["info"] = _jsonable(self.info)
+    if self.goodness:
+      out["goodness"] = _jsonable(self.goodness)
+    out["checks"] = _jsonable(self.checks)
+    out["validation"] = _jsonable(self.validation)
+    if self.provenance:
+      out["provenance"] = _jsonable(self.provenance)
     if include_samples and self.samples:
       out["samples"] = {k: [float(x) for x in np.asarray(v)] for k, v in self.samples.items()}
     return out
@@ -86,7 +101,9 @@ class Fit:
     return cls(obj["law"], obj.get("approach"), obj.get("method", "grid"),
                dict(obj["params"]), dict(obj.get("derived", {})), int(obj.get("n_points", 0)),
                samples, float(obj.get("ci", 0.95)), obj.get("objective"),
-               dict(obj.get("info", {})))
+               dict(obj.get("info", {})), dict(obj.get("goodness", {})),
+               list(obj.get("checks", [])), list(obj.get("validation", [])),
+               dict(obj.get("provenance", {})))
 
 
 def _n_samples(samples) -> int:
@@ -138,11 +155,57 @@ def design(table: Table, law: str, x: str | None = None) -> dict[str, np.ndarray
   return d
 
 
-def _check_enough(table: Table, law: str) -> None:
-  p = len(laws_lib.LAWS[law].theta_names)
-  if len(table) <= p:
-    raise ScalingError(f"{table.source}: {len(table)} rows cannot determine the {p} parameters "
-                       f"of the {law} law; add runs (at least {p + 1})")
+# How messages name each law and each input that must vary (the `design` keys).
+LAW_WORDS = {"chinchilla": "a Chinchilla law", "kaplan_nd": "the joint Kaplan law",
+             "power": "a power law", "kaplan": "a Kaplan power law", "clark": "the Clark law",
+             "krajewski": "the Krajewski law"}
+_INPUT_WORDS = {"logN": ("N", "model sizes"), "logD": ("D", "token counts"),
+                "logE": ("experts", "expert counts"), "logG": ("G", "granularities"),
+                "logX": ("X", "values of the x variable")}
+
+
+def fmt_num(v: float) -> str:
+  """Short number for messages: 1e6, 2.5e-3, 0.25 (not 1e+06)."""
+  return (f"{float(v):.3g}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-"))
+
+
+def check_identifiable(table: Table, law: str, x: str | None = None) -> None:
+  """Refuses tables that cannot identify `law`, saying what is missing.
+
+  A law needs every input it reads to take two or more values (a Chinchilla law cannot split
+  A/N^alpha from E when every run has the same N), a loss that varies, and at least P + 1
+  distinct design points for its P parameters (one more than P, so the residual scatter has a
+  degree of freedom: the prediction intervals need it).
+
+  Raises:
+    ScalingError: naming the input, the count and the fix.
+  """
+  spec = laws_lib.LAWS[law]
+  data = design(table, law, x)
+  n, p, words = len(table), len(spec.theta_names), LAW_WORDS.get(law, f"the {law} law")
+  runs = "the only run has" if n == 1 else f"all {n} runs have"
+  symbols = []
+  for key in spec.inputs:
+    sym, plural = _INPUT_WORDS[key]
+    if key == "logX":
+      sym, plural = {"params": ("N", "model sizes"), "tokens": ("D", "token counts"),
+                     "flops": ("C", "compute budgets")}[X_COLUMNS[x]]
+    symbols.append(sym)
+    if np.unique(data[key]).size < 2:
+      raise ScalingError(f"{table.source}: {runs} {sym} = {fmt_num(np.exp(data[key][0]))}: "
+                         f"{words} needs runs at two or more {plural}")
+  loss = table.loss
+  if np.ptp(loss) <= 1e-12 * float(np.max(loss)):
+    raise ScalingError(f"{table.source}: {runs} loss = {fmt_num(loss[0])}: a loss that does "
+                       f"not vary cannot fit {words}; check the loss column (--columns "
+                       "loss=NAME) and that the runs trained")
+  points = np.unique(np.stack([data[k] for k in spec.inputs], -1), axis=0).shape[0]
+  if points <= p:
+    what = (f"{n} runs at only {points} distinct points" if points < n else f"{n} runs")
+    raise ScalingError(f"{table.source}: {what} cannot determine the {p} parameters of {words}; "
+                       f"add runs at {p + 1 - points} or more new "
+                       f"({', '.join(symbols)}) points "
+                       f"(at least {p + 1} distinct in all)")
 
 
 def fit_grid(table: Table, law: str = "chinchilla", *, x: str | None = None,
@@ -153,7 +216,7 @@ def fit_grid(table: Table, law: str = "chinchilla", *, x: str | None = None,
   Returns:
     (fit, state) where `state` keeps what a bootstrap needs (theta of every start, data).
   """
-  _check_enough(table, law)
+  check_identifiable(table, law, x)
   spec = laws_lib.LAWS[law]
   data = design(table, law, x)
   grid = spec.grid if starts is None else np.asarray(starts, np.float64)
@@ -167,7 +230,10 @@ def fit_grid(table: Table, law: str = "chinchilla", *, x: str | None = None,
   params = {k: float(v) for k, v in spec.natural(theta).items()}
   info = {"formula": spec.formula, "source": spec.source, "x": x, "starts": int(len(grid)),
           "huber_delta": delta, "table": table.source, "preparation": list(table.notes),
-          "iterations_best": int(iters[best]), "theta": theta.tolist()}
+          "iterations_best": int(iters[best]), "theta": theta.tolist(),
+          # For `checks`: whether the grid of starts brackets the optimum.
+          "grid_range": [grid.min(0).tolist(), grid.max(0).tolist()],
+          "best_start": grid[best].tolist(), "theta_names": list(spec.theta_names)}
   fit = Fit(law, 3 if law == "chinchilla" else None, "grid", params, {}, len(table),
             objective=float(values[best]), info=info)
   return fit, {"theta": theta, "thetas": thetas, "values": values, "data": data, "fun": fun}
@@ -232,10 +298,40 @@ def bootstrap_grid(table: Table, fit: Fit, state: dict, samples: int = 1000, see
                                              schedule=((n_starts, max_iter),), ftol=ftol)
   best = np.argmin(values, axis=1)
   theta = thetas[np.arange(samples), best]
-  fit.samples.update({k: np.asarray(v) for k, v in spec.natural(theta).items()})
+  with np.errstate(over="ignore"):  # a replicate that ran off to a huge scale: inf, dropped
+    fit.samples.update({k: np.asarray(v) for k, v in spec.natural(theta).items()})
   fit.info["bootstrap"] = {"samples": samples, "seed": seed, "starts_per_sample": n_starts,
                            "resampling": "runs, with replacement"}
   return theta
+
+
+def refit_weighted(fit: Fit, table: Table, weights: np.ndarray) -> np.ndarray:
+  """Refits `fit`'s law to `table` once per row of `weights` `[R, n]` (0 leaves a run out),
+  warm-started from the fit, with the fit's method. Returns theta rows `[R, P]`.
+
+  The refits run side by side as one program, like the bootstrap; leave-one-budget-out
+  (`checks`) uses it.
+  """
+  weights = np.asarray(weights, np.float64)
+  data = design(table, fit.law, fit.info.get("x"))
+  if fit.method == "varpro":
+    from scaling.fit import varpro
+    ab, coef = varpro.refit_weights(data, weights, (fit.params["alpha"], fit.params["beta"]),
+                                    delta=fit.info.get("huber_delta", laws_lib.HUBER_DELTA))
+    natural = {"E": coef[:, 0], "A": coef[:, 1], "B": coef[:, 2], "alpha": ab[:, 0],
+               "beta": ab[:, 1]}
+    return np.clip(laws_lib.theta_from_natural("chinchilla", natural), -700.0, 700.0)
+  theta = np.clip(laws_lib.theta_from_natural(fit.law, fit.params), -700.0, 700.0)
+  # The fit and three nearby points, as `bootstrap_starts` jitters a flat landscape.
+  starts = np.stack([theta + 0.1 * k * np.sign(np.arange(len(theta)) - 1.5) for k in range(4)])
+  r = weights.shape[0]
+  batch = {k: np.broadcast_to(v, (r, len(v))) for k, v in data.items() if k != "w"}
+  batch["w"] = weights
+  thetas, values, _ = optim.minimize_batched(
+      laws_lib.objective(fit.law, fit.info.get("huber_delta", laws_lib.HUBER_DELTA)),
+      np.broadcast_to(starts, (r,) + starts.shape), batch, batched_data=True,
+      schedule=((len(starts), 1000),), ftol=1e-15)
+  return thetas[np.arange(r), np.argmin(values, axis=1)]
 
 
 def fit_law(table: Table, law: str, *, x: str | None = None, bootstrap: int = 0, seed: int = 0,
@@ -250,13 +346,15 @@ def fit_law(table: Table, law: str, *, x: str | None = None, bootstrap: int = 0,
   if method == "varpro":
     if law != "chinchilla":
       raise ScalingError("--method=varpro is implemented for the chinchilla law only")
-    from scaling.fit import varpro
-    return varpro.fit_varpro(table, bootstrap=bootstrap, seed=seed)
+    from scaling.fit import predict, varpro
+    return predict.summarise(varpro.fit_varpro(table, bootstrap=bootstrap, seed=seed), table)
   if method != "grid":
     raise ScalingError(f"unknown --method={method!r}: choose grid or varpro")
   fit, state = fit_grid(table, law, x=x)
   if bootstrap:
     bootstrap_grid(table, fit, state, bootstrap, seed)
+  from scaling.fit import predict
+  predict.summarise(fit, table)
   return fit
 
 

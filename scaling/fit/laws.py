@@ -191,6 +191,36 @@ LAWS: dict[str, LawSpec] = {
 }
 
 
+def _log(v):
+  # A scale fitted exactly at 0 (variable projection's non-negativity bound) is -inf in log
+  # space; `_lse` clips it to exp(-700) = 0, so predictions stay exact.
+  with np.errstate(divide="ignore"):
+    return np.log(np.asarray(v, np.float64))
+
+
+def theta_from_natural(name: str, params: dict) -> np.ndarray:
+  """Inverse of `LAWS[name].natural`: published parameters (scalars or arrays `[...]`) to
+  optimisation-space rows `[..., P]`, so bootstrap samples can be pushed through `log_predict`.
+  """
+  p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+  if name == "chinchilla":
+    cols = [_log(p["A"]), _log(p["B"]), _log(p["E"]), p["alpha"], p["beta"]]
+  elif name == "power":
+    cols = [_log(p["A"]), _log(p["E"]), p["alpha"]]
+  elif name == "kaplan":
+    cols = [_log(p["X_c"]), p["alpha"]]
+  elif name == "kaplan_nd":
+    cols = [_log(p["N_c"]), _log(p["D_c"]), p["alpha_N"], p["alpha_D"]]
+  elif name == "clark":
+    cols = [p["a"], p["b"] + p["c"] * _CLARK_LOGN0, p["c"], p["d"] + p["a"] * _CLARK_LOGN0]
+  elif name == "krajewski":
+    cols = [_log(p["a"]), _log(p["b"]), _log(p["g"]), _log(p["c"]), p["alpha"], p["beta"],
+            p["gamma"]]
+  else:
+    raise KeyError(name)
+  return np.stack(np.broadcast_arrays(*cols), -1)
+
+
 def huber(r, delta: float = HUBER_DELTA):
   """Huber loss of residuals `r` (Huber 1964), quadratic inside |r| <= delta."""
   import jax.numpy as jnp
@@ -237,11 +267,15 @@ def chinchilla_optimal(E, A, B, alpha, beta, flops, flops_per_param_token: float
   """
   E, A, B, alpha, beta, flops = (np.asarray(v, np.float64) for v in
                                  (E, A, B, alpha, beta, flops))
-  a = beta / (alpha + beta)
-  b = alpha / (alpha + beta)
-  G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
-  x = flops / flops_per_param_token
-  n = G * x ** a
-  d = x ** b / G
-  loss = E + A / n ** alpha + B / d ** beta
+  # Applied to every bootstrap replicate, some of which are degenerate (an exponent or scale
+  # at 0, a scale at 1e300): they come out inf/NaN, which `Fit.intervals` drops, and must not
+  # print numpy warnings on the way.
+  with np.errstate(divide="ignore", over="ignore", invalid="ignore", under="ignore"):
+    a = beta / (alpha + beta)
+    b = alpha / (alpha + beta)
+    G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
+    x = flops / flops_per_param_token
+    n = G * x ** a
+    d = x ** b / G
+    loss = E + A / n ** alpha + B / d ** beta
   return {"params": n, "tokens": d, "loss": loss, "G": G, "a": a, "b": b}

@@ -131,7 +131,7 @@ def default_schedule(n_starts: int, max_iter: int) -> tuple[tuple[int, int], ...
   1% (at least 16) run to convergence. Under vmap a stage costs as much as its slowest start,
   so pruning is
   what makes 4,500 starts cheap; on the Epoch table it selects the same optimum as running
-  all 4,500 to convergence (tests/fit/test_optim.py checks a small grid against scipy).
+  all 4,500 to convergence (tests/fit/test_fit_synthetic.py checks a small grid against scipy).
   """
   if n_starts <= 64:
     return ((n_starts, max_iter),)

@@ -1,6 +1,6 @@
 """Result tables: read CSV, JSON lines or a ladder workdir into numpy columns, and validate them.
 
-The documented columns (DESIGN.md, "public surface"): `params` (N, non-embedding unless
+The documented columns: `params` (N, non-embedding unless
 stated), `tokens` (D), `loss` (nats/token), optional `flops` (C), `params_active`, `experts`,
 `granularity`, `budget` (the IsoFLOP budget a run belongs to, FLOPs) and `run_id`. Other names
 are mapped with `columns={"params": "Model Size", ...}` (`--columns params="Model Size"`).
@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import sys
 from importlib import resources
 
 import numpy as np
@@ -23,6 +24,7 @@ from scaling.errors import ScalingError
 
 REQUIRED = ("params", "tokens", "loss")
 OPTIONAL = ("flops", "params_active", "experts", "granularity", "budget")
+TARGETS = REQUIRED + OPTIONAL + ("run_id",)  # the names `--columns NAME=COLUMN` may map
 FIX = ("add it, map another column to it with --columns {col}=NAME, or pass a table from "
        "`scaling results collect`")
 
@@ -116,9 +118,15 @@ class Table:
 def _parse_columns(columns) -> dict[str, str]:
   if columns is None:
     return {}
-  if isinstance(columns, dict):
-    return dict(columns)
+  items = columns.items() if isinstance(columns, dict) else []
   out = {}
+  for key, value in items:
+    if key not in TARGETS:
+      raise ScalingError(f"columns: {key!r} is not a column name scaling fit knows; map one "
+                         f"of {', '.join(TARGETS)}")
+    out[key] = value
+  if isinstance(columns, dict):
+    return out
   for item in columns:
     for part in str(item).split(","):
       if not part.strip():
@@ -126,6 +134,9 @@ def _parse_columns(columns) -> dict[str, str]:
       key, sep, value = part.partition("=")
       if not sep:
         raise ScalingError(f"--columns entry {part!r} must look like params=\"Model Size\"")
+      if key.strip() not in TARGETS:
+        raise ScalingError(f"--columns entry {part!r}: {key.strip()!r} is not a column name "
+                           f"scaling fit knows; map one of {', '.join(TARGETS)}")
       out[key.strip()] = value.strip().strip('"').strip("'")
   return out
 
@@ -223,40 +234,47 @@ def _read_jsonl(text: str, source: str) -> list[dict]:
   return out
 
 
-def _workdir_records(path: str) -> list[dict]:
-  root = storage.Path(path)
-  files = sorted(root.glob("runs/*/result.json")) + sorted(root.glob("*/result.json"))
-  files += [root / "result.json"] if (root / "result.json").exists() else []
-  if not files:
+_WORKDIR_COLUMNS = ("run_id", "params", "tokens", "loss", "flops", "params_active", "experts",
+                    "budget")
+
+
+def _workdir_records(path: str, strict: bool = False) -> tuple[list[dict], list[str]]:
+  """Complete runs of a workdir as table records (with `_dir`, the run folder), and notes.
+
+  The records are read by `scaling.ladder.results.read_run_records`, the same reader (and
+  rule) as `scaling results collect`: each unreadable result.json is named on stderr and
+  counted; `strict` makes it an error.
+  """
+  from scaling.ladder import results
+
+  found = results.read_run_records(path)
+  if not found.records and not found.unreadable:
     raise ScalingError(f"{path}: no runs found (expected {path}/runs/<run_id>/result.json); "
                        "pass a workdir written by `scaling ladder run` or a CSV/JSONL table")
+  unreadable = results.report_unreadable(found.unreadable, strict=strict)
   records = []
-  for f in files:
-    try:
-      r = json.loads(f.read_text())
-    except json.JSONDecodeError as e:
-      raise ScalingError(f"{f}: not valid JSON ({e.msg})") from None
+  for folder, r in found.records:
     if r.get("status") != "complete":
       continue  # unfinished or failed runs have no final loss to fit
-    # Ladder labels (budget, granularity) live in the run's config; experts in the model's.
-    labels = (r.get("config") or {}).get("ladder") or {}
-    moe = ((r.get("config") or {}).get("model") or {}).get("moe") or {}
-    records.append({
-        "run_id": r.get("run_id", f.parent.name),
-        "params": r.get("params_non_embedding"), "tokens": r.get("tokens"),
-        "loss": r.get("final_eval_loss"), "flops": r.get("flops"),
-        "params_active": r.get("params_active"),
-        "experts": r.get("experts") or moe.get("num_experts") or 1,
-        "granularity": r.get("granularity") or labels.get("granularity"),
-        "budget": r.get("budget") or labels.get("budget"),
-        "_dir": f.parent})
+    row = results.row(r, folder.name)
+    rec = {c: row[c] for c in _WORKDIR_COLUMNS}
+    # A ladder without MoE granularity labels stays without the column (the law is then Clark's).
+    rec["granularity"] = ((r.get("config") or {}).get("ladder") or {}).get("granularity")
+    rec["_dir"] = folder
+    records.append(rec)
+  incomplete = len(found.records) - len(records)
+  notes = [n for n in (f"{incomplete} runs not complete left out" if incomplete else "",
+                       unreadable) if n]
+  if notes:
+    print(f"{path}: {len(records)} complete runs read; {'; '.join(notes)}", file=sys.stderr)
   if not records:
-    raise ScalingError(f"{path}: {len(files)} runs found but none has status 'complete'; "
-                       "wait for the ladder to finish (`scaling ladder status`)")
-  return records
+    raise ScalingError(f"{path}: {len(found.records) + len(found.unreadable)} run records "
+                       "found but none is readable with status 'complete'; wait for the "
+                       "ladder to finish (`scaling ladder status`)")
+  return records, notes
 
 
-def load_table(path_or_dir: str, columns=None) -> Table:
+def load_table(path_or_dir: str, columns=None, *, strict: bool = False) -> Table:
   """Reads a results table: CSV, JSON lines (`.jsonl`/`.json`) or a ladder workdir.
 
   Args:
@@ -265,6 +283,7 @@ def load_table(path_or_dir: str, columns=None) -> Table:
       is N).
     columns: optional mapping from documented names to the table's names, as a dict or as
       strings `"params=Model Size"` (comma-separated or a list).
+    strict: for a workdir, an unreadable result.json is an error instead of a named skip.
 
   Raises:
     ScalingError: a missing column, an empty/NaN/non-positive value (naming row and column), or
@@ -273,7 +292,10 @@ def load_table(path_or_dir: str, columns=None) -> Table:
   columns = _parse_columns(columns)
   path = os.fspath(path_or_dir)
   if storage.Path(path).is_dir():
-    return _records_to_table(_workdir_records(path), path, columns, line_offset=0)
+    records, notes = _workdir_records(path, strict)
+    table = _records_to_table(records, path, columns, line_offset=0)
+    table.notes += notes
+    return table
   if not storage.Path(path).exists():
     raise ScalingError(f"{path}: no such file or directory")
   text = storage.Path(path).read_text(encoding="utf-8")
@@ -325,7 +347,8 @@ class Curve:
   loss: np.ndarray
 
 
-def load_curves(path_or_dir: str, loss_key: str = "loss") -> list[Curve]:
+def load_curves(path_or_dir: str, loss_key: str = "loss", *, strict: bool = False
+                ) -> list[Curve]:
   """Training curves for Chinchilla Approach 1.
 
   Reads a ladder workdir (`runs/<id>/metrics.jsonl` beside each complete `result.json`; lines
@@ -335,7 +358,7 @@ def load_curves(path_or_dir: str, loss_key: str = "loss") -> list[Curve]:
   path = os.fspath(path_or_dir)
   curves = []
   if storage.Path(path).is_dir():
-    for rec in _workdir_records(path):
+    for rec in _workdir_records(path, strict)[0]:
       mpath = rec["_dir"] / "metrics.jsonl"
       if not mpath.exists():
         raise ScalingError(f"{mpath}: missing; Approach 1 needs each run's training curve")

@@ -22,6 +22,10 @@ from scaling.fit import laws as laws_lib
 from scaling.fit.core import Fit
 from scaling.fit.table import Table
 
+# Half-width of the exponent window a bootstrap replicate searches around the full-data fit;
+# a replicate whose optimum lies on it has run into the search's bound (`checks`).
+BOOTSTRAP_WINDOW = 0.3
+
 _SUPPORTS = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1],
                       [1, 1, 1]], np.float64)
 
@@ -108,9 +112,9 @@ def fit_varpro(table: Table, *, bootstrap: int = 0, seed: int = 0,
 
   The first search covers alpha, beta in `exponent_range` on a 51 x 51 grid, then zooms 6 times
   (final resolution ~1e-5). Bootstrap replicates search a +-0.3 window around the full-data
-  exponents (9 x 9), then zoom the same way.
+  exponents (9 x 9, `BOOTSTRAP_WINDOW`), then zoom the same way.
   """
-  core._check_enough(table, "chinchilla")
+  core.check_identifiable(table, "chinchilla")
   d = core.design(table, "chinchilla")
   lo, hi = exponent_range
   centre = np.array([(lo + hi) / 2] * 2)
@@ -122,15 +126,31 @@ def fit_varpro(table: Table, *, bootstrap: int = 0, seed: int = 0,
             info={"formula": laws_lib.LAWS["chinchilla"].formula,
                   "source": "Hoffmann et al. 2022, Eq. 2-3; variable projection over (E, A, B)",
                   "huber_delta": delta, "table": table.source,
-                  "preparation": list(table.notes)})
+                  "preparation": list(table.notes), "exponent_range": [lo, hi],
+                  "exponent_grid_step": (hi - lo) / 50,
+                  "bootstrap_window": BOOTSTRAP_WINDOW})
   if bootstrap:
     counts = core.resample_counts(len(table), bootstrap, seed)
-    db = {k: np.broadcast_to(v, (bootstrap, len(v))) for k, v in d.items() if k != "w"}
-    db["w"] = counts
-    c0 = np.broadcast_to(np.array([alpha, beta]), (bootstrap, 2))
-    ab, cf, _ = _search(db, c0, np.array([0.3, 0.3]), 9, 6, iters, delta, True)
+    ab, cf = refit_weights(d, counts, (alpha, beta), delta=delta, iters=iters)
     fit.samples = {"E": cf[:, 0], "A": cf[:, 1], "B": cf[:, 2], "alpha": ab[:, 0],
                    "beta": ab[:, 1]}
     fit.info["bootstrap"] = {"samples": bootstrap, "seed": seed,
                              "resampling": "runs, with replacement"}
   return fit
+
+
+def refit_weights(d: dict, weights: np.ndarray, exponents, *,
+                  delta: float = laws_lib.HUBER_DELTA, iters: int = 12
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """Refits with each row of `weights` `[R, n]` (bootstrap counts, or 0/1 masks that leave runs
+  out), searching `BOOTSTRAP_WINDOW` around the full-data `exponents` (alpha, beta).
+
+  Returns:
+    ((alpha, beta) `[R, 2]`, (E, A, B) `[R, 3]`).
+  """
+  r = weights.shape[0]
+  db = {k: np.broadcast_to(v, (r, len(v))) for k, v in d.items() if k != "w"}
+  db["w"] = np.asarray(weights, np.float64)
+  c0 = np.broadcast_to(np.asarray(exponents, np.float64), (r, 2))
+  ab, cf, _ = _search(db, c0, np.array([BOOTSTRAP_WINDOW] * 2), 9, 6, iters, delta, True)
+  return ab, cf

@@ -14,23 +14,94 @@ Columns (`COLUMNS`, documented in the README):
   entropy_floor  the data's irreducible loss when known (synthetic data), nats per token
   status         complete, failed, interrupted, ...
   wall_time_s    seconds of training (resumes included)
+  sweep          the ladder sweep the run came from, empty outside ladders
+  holdout        1 when the ladder marked the run held out (trained, predicted, not fitted)
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
+import sys
+from typing import NamedTuple
+
+from etils import epath
 
 from scaling import storage
 from scaling.errors import ScalingError
-from scaling.ladder import store
 
 COLUMNS = ("run_id", "params", "tokens", "loss", "flops", "params_active", "params_total",
-           "experts", "granularity", "budget", "entropy_floor", "status", "wall_time_s")
+           "experts", "granularity", "budget", "entropy_floor", "status", "wall_time_s",
+           "sweep", "holdout")
 
 
-def _row(result: dict, folder_name: str) -> dict:
+class RunRecords(NamedTuple):
+  """What `read_run_records` found in a workdir.
+
+  Attributes:
+    records: (run folder, parsed result.json) per readable record, in folder order.
+    unreadable: (path, parse error) per result.json that could not be read (torn, corrupt).
+  """
+  records: list[tuple[epath.Path, dict]]
+  unreadable: list[tuple[str, str]]
+
+
+def read_run_records(workdir) -> RunRecords:
+  """Every run record of a workdir: `DIR/runs/<run_id>/result.json` (a ladder), also
+  `DIR/<run>/result.json` and `DIR/result.json` (one `scaling train` workdir).
+
+  The one reader of the layout, for `scaling results collect` and `scaling fit DIR`: nothing is
+  dropped unnamed, an unreadable file is returned in `unreadable` for the caller to report.
+  Folders without a result.json (runs that never finished) are not records.
+
+  Raises:
+    ScalingError: `workdir` is not a directory.
+  """
+  root = storage.Path(workdir)
+  if not root.is_dir():
+    raise ScalingError(f"{workdir}: no such directory; pass the --workdir of "
+                       "`scaling ladder run` (it holds runs/<run_id>/result.json)")
+  files = sorted(root.glob("runs/*/result.json")) + sorted(root.glob("*/result.json"))
+  files += [root / "result.json"] if (root / "result.json").exists() else []
+  records, unreadable = [], []
+  for f in files:
+    try:
+      result = json.loads(f.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+      unreadable.append((os.fspath(f), f"cannot read it ({e})"))
+      continue
+    except json.JSONDecodeError as e:
+      unreadable.append((os.fspath(f), f"not valid JSON ({e.msg} at line {e.lineno} "
+                                       f"column {e.colno})"))
+      continue
+    if not isinstance(result, dict):
+      unreadable.append((os.fspath(f), f"not a run record (a JSON {type(result).__name__})"))
+      continue
+    records.append((f.parent, result))
+  return RunRecords(records, unreadable)
+
+
+def report_unreadable(unreadable: list[tuple[str, str]], *, strict: bool) -> str:
+  """Names each unreadable record on stderr; with `strict`, raises instead.
+
+  Returns the summary-line note (`; 1 unreadable result.json skipped`), empty when none.
+  """
+  if not unreadable:
+    return ""
+  if strict:
+    path, err = unreadable[0]
+    more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+    raise ScalingError(f"{path}: {err}{more}; --strict refuses unreadable run records: "
+                       "rerun that run (`scaling ladder run` resumes it) or move the file away")
+  for path, err in unreadable:
+    print(f"warning: {path}: {err}; skipped (--strict makes this an error)", file=sys.stderr)
+  return f"{len(unreadable)} unreadable result.json skipped"
+
+
+def row(result: dict, folder_name: str) -> dict:
+  """One table row (`COLUMNS`) from a run record; `folder_name` names runs without a run_id."""
   cfg = result.get("config") or {}
   moe = (cfg.get("model") or {}).get("moe") or {}
   labels = cfg.get("ladder") or {}
@@ -44,37 +115,44 @@ def _row(result: dict, folder_name: str) -> dict:
       params_active=result.get("params_active"), params_total=result.get("params_total"),
       experts=experts, granularity=granularity, budget=labels.get("budget"),
       entropy_floor=result.get("entropy_floor"), status=result.get("status"),
-      wall_time_s=result.get("wall_time_s"))
+      wall_time_s=result.get("wall_time_s"), sweep=labels.get("sweep"),
+      holdout=int(bool(labels.get("holdout"))))
 
 
-def collect(workdir, *, include_incomplete: bool = False) -> tuple[list[dict], int]:
-  """Rows for every run folder with a result.json (complete ones unless asked); and # skipped.
+class Collected(NamedTuple):
+  """The table of a workdir: rows, # incomplete runs left out, (path, error) per unreadable."""
+  rows: list[dict]
+  skipped: int
+  unreadable: list[tuple[str, str]]
 
-  Rows are sorted by (budget, params, tokens) so the table reads like the ladder.
-  """
-  runs = store.Path(workdir) / "runs"
-  if not runs.exists():
+
+def gather(workdir, *, include_incomplete: bool = False) -> Collected:
+  """Rows for every run record (complete ones unless asked), sorted by (budget, params,
+  tokens) so the table reads like the ladder; with what was left out and why."""
+  found = read_run_records(workdir)
+  if not found.records and not found.unreadable and not (storage.Path(workdir) / "runs").exists():
     raise ScalingError(f"{workdir} has no runs/ folder; pass the --workdir of "
                        "`scaling ladder run`")
   rows, skipped = [], 0
-  for d in sorted(runs.iterdir()):
-    result = store.read_json(d / "result.json")
-    if result is None:
-      continue
-    row = _row(result, d.name)
-    if row["status"] != "complete" and not include_incomplete:
+  for folder, result in found.records:
+    r = row(result, folder.name)
+    if r["status"] != "complete" and not include_incomplete:
       skipped += 1
       continue
-    rows.append(row)
+    rows.append(r)
   rows.sort(key=lambda r: (r["budget"] or 0.0, r["params"] or 0, r["tokens"] or 0))
-  return rows, skipped
+  return Collected(rows, skipped, found.unreadable)
+
+
+def collect(workdir, *, include_incomplete: bool = False) -> tuple[list[dict], int]:
+  """`gather` without the unreadable list: (rows, # incomplete runs left out)."""
+  got = gather(workdir, include_incomplete=include_incomplete)
+  return got.rows, got.skipped
 
 
 def to_text(rows: list[dict], fmt: str) -> str:
   """The table as CSV (`csv`) or JSON lines (`jsonl`)."""
   if fmt == "jsonl":
-    import json
-
     return "".join(json.dumps({c: r.get(c) for c in COLUMNS}) + "\n" for r in rows)
   buf = io.StringIO()
   w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")

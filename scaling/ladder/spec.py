@@ -22,6 +22,11 @@ Sweep kinds:
   Sec. 3: expert width d_ff / G, G x as many experts and G x top-k, so active parameters stay
   fixed), trained for `tokens_per_param` x N_active tokens.
 
+Held-out rungs: a sweep with `holdout=True` (every rung), or the labels in its `holdout_rungs`
+(e.g. `("C=1e+12 d7",)`), are trained like any other run but marked `holdout` (the manifest row
+and `config.ladder.holdout`), so `scaling fit` leaves them out of the fit and predicts them. A
+held-out IsoFLOP budget may have a single size. One run may not be both fitted and held out.
+
 Per-run rules (`ladder.rules`), so no rung needs hand tuning:
 
 * learning rate: `lr_rule="deepseek"` uses eta = 0.3118 C^-0.125 (DeepSeek-AI 2024, DeepSeek
@@ -35,17 +40,15 @@ Per-run rules (`ladder.rules`), so no rung needs hand tuning:
   (at least 1 step), `evals` evaluations and `checkpoints` checkpoints per run.
 
 Run ids: `<model.name>-<12 hex digits>`, the digits the SHA-256 of the resolved run config with
-the fields that cannot change the numbers removed (`IGNORED_FIELDS`: where data is cached, how
-often to log or checkpoint, the mesh and compilation choices) and the ladder labels removed, so
-the same run in two ladders (or two sweeps) is one folder, trained once.
+the fields that cannot change the numbers removed (`IGNORED_FIELDS`, shared with the workdir
+identity in `scaling.train.identity`: where data is cached, how often to log, evaluate or
+checkpoint, the mesh and compilation choices) and the ladder labels removed, so the same run
+in two ladders (or two sweeps) is one folder, trained once.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import hashlib
-import json
 import math
 
 import ml_collections
@@ -54,17 +57,10 @@ from scaling import hardware
 from scaling.config import validate
 from scaling.errors import ScalingError
 from scaling.models.shapes import ladder_shape, log_spaced_depths
+from scaling.train.identity import IGNORED_FIELDS, identity_hash  # noqa: F401
 from scaling.train.optimizer import deepseek_hparams
 
-# Fields of the run config left out of the run id: they change where or how a run is computed or
-# reported, not its result (the mesh only changes float reduction order).
-IGNORED_FIELDS = (
-    "run_id", "ladder", "mesh",
-    "data.data_dir", "data.download",
-    "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.hardware",
-    "train.microbatches",
-    "model.remat", "model.scan_layers", "model.attention_impl",
-)
+# The fields left out of the run id: one rule with the workdir identity (scaling.train.identity).
 SWEEP_KINDS = ("grid", "isoflop", "moe")
 
 
@@ -80,6 +76,7 @@ class Rung:
   budget: float | None = None  # the IsoFLOP budget assigned, FLOPs
   experts: int = 1
   est_time_s: float = 0.0
+  holdout: bool = False  # trained, but left out of the fit and predicted by it
 
   def row(self) -> dict:
     """One row of `scaling ladder show` and of the manifest."""
@@ -91,22 +88,14 @@ class Rung:
                 params_total=self.counts["params_total"], tokens=self.counts["tokens"],
                 flops=self.counts["flops"], budget=self.budget, experts=self.experts,
                 steps=t.steps, global_batch=t.global_batch, lr=t.lr,
-                est_time_s=self.est_time_s)
+                est_time_s=self.est_time_s, holdout=int(self.holdout))
 
 
 def run_id(cfg: ml_collections.ConfigDict | dict) -> str:
   """Stable id of a resolved run config: `<model.name>-<sha256 of the result-relevant fields>`."""
-  d = copy.deepcopy(cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg))
-  for path in IGNORED_FIELDS:
-    *parents, leaf = path.split(".")
-    node = d
-    for p in parents:
-      node = node.get(p, {}) if isinstance(node, dict) else {}
-    if isinstance(node, dict):
-      node.pop(leaf, None)
-  payload = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
+  d = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
   name = str(d.get("model", {}).get("name", "run")) or "run"
-  return f"{name}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
+  return f"{name}-{identity_hash(d)[:12]}"
 
 
 def _sig(x: float, digits: int = 4) -> float:
@@ -195,13 +184,15 @@ def _rung(lcfg, sweep: str, label: str, model: dict, *, tokens_per_param: float 
           f"{where}: {cfg.train.steps} steps spend {counts['flops']:.4g} FLOPs, {spent:+.1%} off "
           f"the budget {budget:.4g} (tolerance sweeps.{sweep}.tolerance="
           f"{ladder.sweeps[sweep].tolerance}); use a smaller batch or a larger budget")
+  sw = ladder.sweeps[sweep]
+  held = bool(sw.get("holdout", False)) or label in tuple(sw.get("holdout_rungs", ()))
   cfg.ladder = ml_collections.ConfigDict(dict(
       name=str(ladder.name), sweep=sweep, label=label, budget=budget, experts=experts,
-      granularity=granularity, tokens_per_param=tokens_per_param))
-  rid = run_id(cfg)
+      granularity=granularity, tokens_per_param=tokens_per_param, holdout=held))
+  rid = run_id(cfg)  # ladder labels (holdout included) are not part of the id
   cfg.run_id = rid
   peak = hardware.peak_flops(ladder.hardware) * max(1, ladder.devices) * ladder.mfu
-  return Rung(rid, sweep, label, cfg, counts, budget, experts, counts["flops"] / peak)
+  return Rung(rid, sweep, label, cfg, counts, budget, experts, counts["flops"] / peak, held)
 
 
 def _with_steps(cfg: ml_collections.ConfigDict, steps: int) -> ml_collections.ConfigDict:
@@ -243,7 +234,8 @@ def expand(lcfg: ml_collections.ConfigDict) -> list[Rung]:
     elif kind == "isoflop":
       for budget in sw.budgets:
         depths = _depths_for_budget(ladder, sw, float(budget))
-        if len(depths) < 2:
+        # A held-out budget is predicted, not profiled, so one size is enough.
+        if len(depths) < (1 if sw.get("holdout", False) else 2):
           raise ScalingError(
               f"ladder rung {name}/C={budget:.3g}: only {len(depths)} distinct depth(s) "
               f"{depths} fit; raise sweeps.{name}.n_spread or count, or list sweeps.{name}.depths")
@@ -265,10 +257,27 @@ def expand(lcfg: ml_collections.ConfigDict) -> list[Rung]:
                        expert_d_ff=base["d_ff"] // g)
           rungs.append(_rung(lcfg, name, f"E{e} G{g}", base, moe=moe, experts=e * g,
                              granularity=g, tokens_per_param=float(sw.tokens_per_param)))
+  _check_labels(ladder, rungs)
   seen: dict[str, Rung] = {}
   for r in rungs:
-    seen.setdefault(r.run_id, r)
+    first = seen.setdefault(r.run_id, r)
+    if first.holdout != r.holdout:
+      fitted, held = (r, first) if first.holdout else (first, r)
+      raise ScalingError(
+          f"ladder rung {held.sweep}/{held.label} is held out but is the same run as "
+          f"{fitted.sweep}/{fitted.label}, which is fitted; a run cannot be both: change one "
+          "sweep's budgets or depths, or its holdout mark")
   return list(seen.values())
+
+
+def _check_labels(ladder, rungs: list[Rung]) -> None:
+  """Every label in a sweep's `holdout_rungs` names one of its rungs (typos fail here)."""
+  for name, sw in ladder.sweeps.items():
+    labels = {r.label for r in rungs if r.sweep == name}
+    for lab in tuple(sw.get("holdout_rungs", ())):
+      if lab not in labels:
+        raise ScalingError(f"ladder.sweeps.{name}.holdout_rungs names {lab!r}, which is not a "
+                           f"rung of that sweep; choose among {sorted(labels)}")
 
 
 def default_ladder() -> ml_collections.ConfigDict:
@@ -295,21 +304,32 @@ def default_ladder() -> ml_collections.ConfigDict:
   return lad
 
 
-def grid_sweep(depths, tokens_per_param) -> ml_collections.ConfigDict:
+def _holdout_fields(holdout: bool, holdout_rungs) -> dict:
+  """The sweep-level holdout marks: the whole sweep, or the named rung labels."""
+  return dict(holdout=bool(holdout), holdout_rungs=tuple(str(x) for x in holdout_rungs))
+
+
+def grid_sweep(depths, tokens_per_param, *, holdout: bool = False,
+               holdout_rungs=()) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(kind="grid", depths=tuple(depths),
                                         tokens_per_param=tuple(float(r) for r in
-                                                               tokens_per_param)))
+                                                               tokens_per_param),
+                                        **_holdout_fields(holdout, holdout_rungs)))
 
 
 def isoflop_sweep(budgets, *, count: int = 5, n_spread: float = 4.0, depths=(),
-                  tolerance: float = 0.05) -> ml_collections.ConfigDict:
+                  tolerance: float = 0.05, holdout: bool = False,
+                  holdout_rungs=()) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       kind="isoflop", budgets=tuple(float(b) for b in budgets), count=count,
-      n_spread=float(n_spread), depths=tuple(depths), tolerance=float(tolerance)))
+      n_spread=float(n_spread), depths=tuple(depths), tolerance=float(tolerance),
+      **_holdout_fields(holdout, holdout_rungs)))
 
 
 def moe_sweep(depth: int, experts, granularity=(1,), *, top_k: int = 1,
-              tokens_per_param: float = 20.0) -> ml_collections.ConfigDict:
+              tokens_per_param: float = 20.0, holdout: bool = False,
+              holdout_rungs=()) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       kind="moe", depth=depth, experts=tuple(experts), granularity=tuple(granularity),
-      top_k=top_k, tokens_per_param=float(tokens_per_param)))
+      top_k=top_k, tokens_per_param=float(tokens_per_param),
+      **_holdout_fields(holdout, holdout_rungs)))

@@ -33,7 +33,7 @@ from scaling.config import parse_axes, validate
 from scaling.errors import ScalingError, require
 from scaling.models.dense import build_model
 from scaling.parallel.mesh import make_mesh
-from scaling.train import record
+from scaling.train import identity, record
 from scaling.train.checkpoint import Checkpointer
 from scaling.train.optimizer import apply_size_rules, make_optimizer, schedule
 from scaling.train.step import AuxLossFn, make_steps
@@ -158,14 +158,17 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
   from scaling.data import data_info, make_batches
 
   workdir = storage.Path(workdir)
+  storage.check_workdir(workdir)  # a file, an unreachable bucket: one line, before anything
   cfg = ml_collections.ConfigDict(cfg.to_dict())  # our copy: size rules may fill fields
   validate(cfg)
+  if cfg.train.hparam_rule not in ("", "none"):
+    apply_size_rules(cfg, run_counts(cfg)["flops"])
+  # A workdir holds one run: another config is refused before anything in it is opened.
+  identity.check(workdir, cfg)
   done = record.read_result(workdir)
   if done and done.get("status") == "complete":
     log.info("%s is complete; nothing to do", workdir)
     return done
-  if cfg.train.hparam_rule not in ("", "none"):
-    apply_size_rules(cfg, run_counts(cfg)["flops"])
 
   info = data_info(cfg.data)
   mesh = make_mesh(cfg.mesh, devices)
@@ -175,121 +178,125 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
   counts = run_counts(cfg)
   is_chief = jax.process_index() == 0
   workdir.mkdir(parents=True, exist_ok=True)
-  if is_chief:
-    storage.write_json(workdir / "config.json", cfg.to_dict())
 
   trainer = build_trainer(cfg, mesh, aux_loss_fn)
   state, train_step, eval_step = trainer.state, trainer.train_step, trainer.eval_step
   batch_sharding = trainer.batch_sharding
 
   ckpt = Checkpointer(workdir, every=t.checkpoint_every, keep=t.keep_checkpoints)
-  restored = ckpt.restore_latest(state)
-  start = 0
-  elapsed_before = 0.0
-  metrics_path = workdir / record.METRICS
-  if restored is not None:
-    start, state = restored
-    log.info("resuming %s from step %d", workdir, start)
-    if is_chief:
-      record.truncate_metrics(metrics_path, start)
-      elapsed_before = _last_elapsed(metrics_path)
-  elif is_chief:
-    metrics_path.unlink(missing_ok=True)
-  metrics_log = storage.JsonlLog(metrics_path) if is_chief else None
-
-  pidx, pcount = jax.process_index(), jax.process_count()
-  train_data = make_batches(cfg.data, split="train", seq_len=t.seq_len,
-                            global_batch=t.global_batch, seed=t.seed, process_index=pidx,
-                            process_count=pcount)
-  eval_data = make_batches(cfg.data, split="validation", seq_len=t.seq_len,
-                           global_batch=t.global_batch, seed=EVAL_SEED, process_index=pidx,
-                           process_count=pcount)
-  global_shape = (t.global_batch, t.seq_len)
-
-  def to_device(batch: dict) -> dict:
-    return {k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(v),
-                                                      global_shape) for k, v in batch.items()}
-
-  def evaluate(params) -> float:
-    sums = [eval_step(params, to_device(eval_data[i])) for i in range(t.eval_batches)]
-    nll = sum(float(s["nll_sum"]) for s in sums)
-    return nll / max(1.0, sum(float(s["count"]) for s in sums))
-
-  events = _Events(workdir) if is_chief else None
-  lr_at = schedule(t)
-  bar = _progress(t.steps, start) if is_chief else None
-  best_eval, last_eval = math.inf, None
-  pending: list[dict] = []
-  status, failure = "complete", None
-  last_good = start
-  began = time.time()
-  mark_time, mark_step = time.time(), start
-  stop = _StopFlag()
-  with stop.installed(), jax.set_mesh(mesh):
-    step = start
-    # Host batches are assembled in a background thread a few steps ahead, so input work
-    # overlaps the device step; the batch of each step is still a pure function of the step.
-    batches = train_data.iterate(start, t.steps - start)
-    while step < t.steps:
-      state, metrics = train_step(state, to_device(next(batches)))
-      pending.append(metrics)
-      step += 1
-      is_last = step == t.steps
-      want_log = step % t.log_every == 0 or is_last
-      want_eval = step % t.eval_every == 0 or is_last
-      want_ckpt = step % t.checkpoint_every == 0 or is_last or stop.signal is not None
-      if not (want_log or want_eval or want_ckpt):
-        continue
-      # One host sync per log/eval/checkpoint step, never per step.
-      host = jax.device_get(pending)
-      pending = []
-      losses = [float(m["loss"]) for m in host]
-      bad = [k for m in host for k, v in m.items() if not np.all(np.isfinite(v))]
-      if bad:
-        status = "failed"
-        failure = (f"loss became {_first_bad(host)} by step {step} (non-finite: "
-                   f"{', '.join(sorted(set(bad)))}); the last good checkpoint is "
-                   f"step {last_good} in {ckpt.directory}. Lower train.lr (now {t.lr}), "
-                   "raise train.warmup_steps, or set train.z_loss")
-        break
-      now = time.time()
-      line = {"step": step, "loss": float(np.mean(losses)),
-              "lr": float(lr_at(step - 1)), "grad_norm": float(host[-1]["grad_norm"]),
-              "tokens": step * t.global_batch * t.seq_len,
-              "flops": step * t.global_batch * t.seq_len * counts["flops_per_token"],
-              "tokens_per_s": (step - mark_step) * t.global_batch * t.seq_len
-                              / max(now - mark_time, 1e-9),
-              "step_time_s": (now - mark_time) / max(step - mark_step, 1),
-              "elapsed_s": elapsed_before + now - began}
-      line.update({k: np.asarray(v).tolist() for k, v in host[-1].items()
-                   if k not in ("loss", "grad_norm", "tokens")})
-      if want_eval:
-        last_eval = evaluate(state["params"])
-        best_eval = min(best_eval, last_eval)
-        line["eval_loss"] = last_eval
-      if want_ckpt:
-        ckpt.save(step, state, force=is_last or stop.signal is not None)
-        last_good = step
+  events = bar = None
+  try:  # orbax's threads and the event writer are released on every way out
+    restored = ckpt.restore_latest(state)  # raises when a checkpoint is another run's
+    if is_chief:  # only now that the workdir is known to be this run's
+      storage.write_json(workdir / "config.json", cfg.to_dict())
+      identity.write(workdir, cfg)
+    start = 0
+    elapsed_before = 0.0
+    metrics_path = workdir / record.METRICS
+    if restored is not None:
+      start, state = restored
+      log.info("resuming %s from step %d", workdir, start)
       if is_chief:
-        metrics_log.append(line)
-        events.write(line)
-        _report(bar, line, t.steps)
-      mark_time, mark_step = time.time(), step
-      if stop.signal is not None and not is_last:
-        status = "interrupted"
-        break
-    batches.close()
-  if status == "complete" and last_eval is None:
-    # Restored at the final step (killed after the last checkpoint, before result.json): the
-    # loop had nothing to do, so evaluate the restored parameters for the record.
-    with jax.set_mesh(mesh):
-      last_eval = evaluate(state["params"])
-    best_eval = min(best_eval, last_eval)
-  ckpt.close()
-  if events is not None:
-    events.close()
-  if bar is not None:
-    bar.close()
+        record.truncate_metrics(metrics_path, start)
+        elapsed_before = _last_elapsed(metrics_path)
+    elif is_chief:
+      metrics_path.unlink(missing_ok=True)
+    metrics_log = storage.JsonlLog(metrics_path) if is_chief else None
+
+    pidx, pcount = jax.process_index(), jax.process_count()
+    train_data = make_batches(cfg.data, split="train", seq_len=t.seq_len,
+                              global_batch=t.global_batch, seed=t.seed, process_index=pidx,
+                              process_count=pcount)
+    eval_data = make_batches(cfg.data, split="validation", seq_len=t.seq_len,
+                             global_batch=t.global_batch, seed=EVAL_SEED, process_index=pidx,
+                             process_count=pcount)
+    global_shape = (t.global_batch, t.seq_len)
+
+    def to_device(batch: dict) -> dict:
+      return {k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(v),
+                                                        global_shape) for k, v in batch.items()}
+
+    def evaluate(params) -> float:
+      sums = [eval_step(params, to_device(eval_data[i])) for i in range(t.eval_batches)]
+      nll = sum(float(s["nll_sum"]) for s in sums)
+      return nll / max(1.0, sum(float(s["count"]) for s in sums))
+
+    events = _Events(workdir) if is_chief else None
+    lr_at = schedule(t)
+    bar = _progress(t.steps, start) if is_chief else None
+    best_eval, last_eval = math.inf, None
+    pending: list[dict] = []
+    status, failure = "complete", None
+    last_good = start
+    began = time.time()
+    mark_time, mark_step = time.time(), start
+    stop = _StopFlag()
+    with stop.installed(), jax.set_mesh(mesh):
+      step = start
+      # Host batches are assembled in a background thread a few steps ahead, so input work
+      # overlaps the device step; the batch of each step is still a pure function of the step.
+      batches = train_data.iterate(start, t.steps - start)
+      while step < t.steps:
+        state, metrics = train_step(state, to_device(next(batches)))
+        pending.append(metrics)
+        step += 1
+        is_last = step == t.steps
+        want_log = step % t.log_every == 0 or is_last
+        want_eval = step % t.eval_every == 0 or is_last
+        want_ckpt = step % t.checkpoint_every == 0 or is_last or stop.signal is not None
+        if not (want_log or want_eval or want_ckpt):
+          continue
+        # One host sync per log/eval/checkpoint step, never per step.
+        host = jax.device_get(pending)
+        pending = []
+        losses = [float(m["loss"]) for m in host]
+        bad = [k for m in host for k, v in m.items() if not np.all(np.isfinite(v))]
+        if bad:
+          status = "failed"
+          failure = (f"loss became {_first_bad(host)} by step {step} (non-finite: "
+                     f"{', '.join(sorted(set(bad)))}); the last good checkpoint is "
+                     f"step {last_good} in {ckpt.directory}. Lower train.lr (now {t.lr}), "
+                     "raise train.warmup_steps, or set train.z_loss")
+          break
+        now = time.time()
+        line = {"step": step, "loss": float(np.mean(losses)),
+                "lr": float(lr_at(step - 1)), "grad_norm": float(host[-1]["grad_norm"]),
+                "tokens": step * t.global_batch * t.seq_len,
+                "flops": step * t.global_batch * t.seq_len * counts["flops_per_token"],
+                "tokens_per_s": (step - mark_step) * t.global_batch * t.seq_len
+                                / max(now - mark_time, 1e-9),
+                "step_time_s": (now - mark_time) / max(step - mark_step, 1),
+                "elapsed_s": elapsed_before + now - began}
+        line.update({k: np.asarray(v).tolist() for k, v in host[-1].items()
+                     if k not in ("loss", "grad_norm", "tokens")})
+        if want_eval:
+          last_eval = evaluate(state["params"])
+          best_eval = min(best_eval, last_eval)
+          line["eval_loss"] = last_eval
+        if want_ckpt:
+          ckpt.save(step, state, force=is_last or stop.signal is not None)
+          last_good = step
+        if is_chief:
+          metrics_log.append(line)
+          events.write(line)
+          _report(bar, line, t.steps)
+        mark_time, mark_step = time.time(), step
+        if stop.signal is not None and not is_last:
+          status = "interrupted"
+          break
+      batches.close()
+    if status == "complete" and last_eval is None:
+      # Restored at the final step (killed after the last checkpoint, before result.json): the
+      # loop had nothing to do, so evaluate the restored parameters for the record.
+      with jax.set_mesh(mesh):
+        last_eval = evaluate(state["params"])
+      best_eval = min(best_eval, last_eval)
+  finally:
+    ckpt.close()
+    if events is not None:
+      events.close()
+    if bar is not None:
+      bar.close()
 
   result = dict(
       run_id=cfg.get("run_id", "") or workdir.name, status=status, config=cfg.to_dict(),
@@ -301,8 +308,10 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
       flops_by_method=counts["flops_by_method"], steps=t.steps, steps_done=step,
       final_eval_loss=last_eval if status == "complete" else None,
       best_eval_loss=best_eval if math.isfinite(best_eval) else None,
-      entropy_floor=info.entropy_floor, data=dict(name=info.name, vocab_size=info.vocab_size,
-                                                  **info.metadata),
+      entropy_floor=info.entropy_floor,
+      # The data's own metadata may carry `name` or `vocab_size` too; DataInfo's values win.
+      data={**info.metadata, "name": info.name, "vocab_size": info.vocab_size},
+      config_identity=identity.identity_hash(cfg),
       metrics_path=record.METRICS, wall_time_s=_last_elapsed(metrics_path),
       hardware=record.hardware(), mesh=mesh_shape, versions=record.versions(), error=failure)
   if is_chief:

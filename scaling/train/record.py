@@ -2,7 +2,7 @@
 
 Writes go through `scaling.storage` (atomic, local or `gs://`).
 
-`result.json` is the contract between training and fitting (see DESIGN.md): counts from
+`result.json` is the contract between training and fitting: counts from
 `scaling.accounting`, tokens D, FLOPs C with the method named, losses, time, hardware, versions.
 """
 

@@ -3,7 +3,7 @@
 `start(tmp)` launches munged, slurmctld and slurmd with a generated slurm.conf on free ports,
 state under `tmp`, and waits until the node is idle; it returns the environment (SLURM_CONF)
 clients need, or raises `Unavailable` with the reason it cannot start. `stop` ends exactly the
-daemons it started (by pid). Settings after the notes in ../shared/STACK-NOTES.md: root as
+daemons it started (by pid). Settings that work in a container: root as
 SlurmUser, proctrack/linuxproc and task/none (no cgroups in containers), cons_tres by core.
 """
 

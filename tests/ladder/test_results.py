@@ -68,5 +68,55 @@ def test_collected_table_loads_in_the_fitting_module(tmp_path):
 
 def test_collect_errors(tmp_path, capsys):
   assert cli.main(["results", "collect", str(tmp_path / "nope")]) == 2
+  assert "nope: no such directory" in capsys.readouterr().err
+  assert cli.main(["results", "collect", str(tmp_path)]) == 2  # a folder that holds no runs
   assert "has no runs/ folder" in capsys.readouterr().err
   assert cli.main(["results", "gather", str(tmp_path)]) == 2
+
+
+def test_out_with_a_space_as_the_readme_writes_it(tmp_path, capsys):
+  w = _workdir(tmp_path)
+  out = tmp_path / "spaced.csv"
+  assert cli.main(["results", "collect", str(w), "--out", str(out)]) == 0  # was "Missing value"
+  assert f"2 runs -> {out}" in capsys.readouterr().out
+  assert len(list(csv.DictReader(out.open()))) == 2
+  assert cli.main(["results", "collect", "--out", str(out), "--all", str(w)]) == 0  # any order
+  assert len(list(csv.DictReader(out.open()))) == 3
+
+
+def _torn(tmp_path):
+  """The `_workdir` ladder plus one complete run whose result.json was cut mid-write."""
+  w = _workdir(tmp_path)
+  text = json.dumps(_record("e", 8000, 2500, 2.5, budget=1.2e8))
+  (w / "runs" / "e").mkdir()
+  (w / "runs" / "e" / "result.json").write_text(text[: len(text) // 2])
+  return w, str(w / "runs" / "e" / "result.json")
+
+
+def test_unreadable_records_are_named_counted_and_refused_with_strict(tmp_path, capsys):
+  w, torn = _torn(tmp_path)
+  out = tmp_path / "r.csv"
+  assert cli.main(["results", "collect", str(w), f"--out={out}"]) == 0
+  captured = capsys.readouterr()
+  assert f"warning: {torn}: not valid JSON (Expecting" in captured.err
+  assert "2 runs" in captured.out and "1 unreadable result.json skipped" in captured.out
+  assert len(list(csv.DictReader(out.open()))) == 2
+  assert cli.main(["results", "collect", str(w), "--strict", f"--out={tmp_path}/s.csv"]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith(f"error: {torn}: not valid JSON") and "--strict" in err
+  assert not (tmp_path / "s.csv").exists()
+
+
+def test_fit_reads_a_workdir_by_the_same_rule(tmp_path, capsys):
+  from scaling.fit.table import load_table
+
+  w, torn = _torn(tmp_path)
+  table = load_table(str(w))  # was: a ScalingError for the whole folder
+  err = capsys.readouterr().err
+  assert f"warning: {torn}: not valid JSON" in err
+  assert "2 complete runs read; 1 runs not complete left out; 1 unreadable result.json" in err
+  assert sorted(table.run_id) == ["a", "b"]
+  assert "1 unreadable result.json skipped" in table.notes
+  assert cli.main(["fit", str(w), "--strict", "--bootstrap=0"]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith(f"error: {torn}: not valid JSON") and "--strict" in err

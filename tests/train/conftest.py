@@ -12,6 +12,11 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture
 def tiny_cfg(data_dir):
+  return make_tiny_cfg(data_dir)
+
+
+def make_tiny_cfg(data_dir: str):
+  """The tiny config of `tiny_cfg`, for fixtures of a wider scope."""
   cfg = load_config("configs/dense.py:tiny")
   cfg.model.update(num_layers=2, d_model=32, num_heads=4, num_kv_heads=4, d_ff=64,
                    vocab_size=256, max_len=64, dtype="float32")
