@@ -230,9 +230,9 @@ def load(spec: str) -> ml_collections.ConfigDict:
   """`configs/dense.py:tiny` -> that file's `get_config("tiny")`, as `--config=` would load it.
 
   For notebooks and scripts; relative paths are taken from the current directory. The one
-  loader of the CLI (`scaling.commands.common.load_config`): a file that fails to load is a
+  loader of the CLI (`scaling.config_file.load_config`): a file that fails to load is a
   `ScalingError` reading `FILE:LINE: message`.
   """
-  from scaling.commands.common import load_config
+  from scaling.config_file import load_config
 
   return load_config(spec)
