@@ -34,6 +34,8 @@ import jax.numpy as jnp
 
 from scaling.config import default_config
 from scaling.kernels import lowering
+from scaling.kernels.backend import KernelBackend
+from scaling.models.dense import moe_layer_fn
 
 
 def layer_kernels(tokens: int, experts: int, top_k: int, d_model: int, d_ff: int, dtype: str,
@@ -43,7 +45,7 @@ def layer_kernels(tokens: int, experts: int, top_k: int, d_model: int, d_ff: int
   cfg.model.update(d_model=d_model, num_heads=4, num_kv_heads=4, dtype=dtype)
   cfg.model.moe.update(num_experts=experts, top_k=top_k, expert_d_ff=d_ff, dropless=True,
                        dispatch="pallas")
-  fn, state = lowering.moe_layer_fn(cfg, mode)
+  fn, state = moe_layer_fn(cfg, mode, KernelBackend("gpu", interpret=False))
   args = (state, jax.ShapeDtypeStruct((1, tokens, d_model), jnp.float32))
   kernels = lowering.triton_kernels(lowering.export_cuda(fn, *args).mlir_module())
   summaries = [k.summary() for k in kernels]

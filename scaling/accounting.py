@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from scaling.config import expert_d_ff, head_dim
-from scaling.parallel.sharding import sharded_bytes
+from scaling.parallel.sharding import data_parallel_width, sharded_bytes
 
 FLOPS_METHODS = ("6N", "kaplan", "chinchilla")
 
@@ -178,10 +178,7 @@ def memory_per_device(cfg: ml_collections.ConfigDict,
     opt += local * _optimizer_bytes(value.shape, cfg.train.optimizer) / math.prod(value.shape)
 
   m, t = cfg.model, cfg.train
-  data_ways = 1
-  for axis in ("data", "expert"):
-    if axis in (rules.get("batch") or ""):
-      data_ways *= mesh_shape.get(axis, 1)
+  data_ways = data_parallel_width(rules, mesh_shape)
   tp = mesh_shape.get("model", 1)
   b = max(1.0, t.global_batch / data_ways / t.microbatches)
   s, dm, a = t.seq_len, m.d_model, m.num_heads

@@ -1,12 +1,24 @@
-"""The demo ladder: small dense models on the embedded synthetic language, ~10 minutes on 2 CPUs.
+"""The demo ladder: tiny dense models on an easy synthetic language, a law that recovers its floor.
 
   scaling ladder show configs/ladders/cpu_demo.py
-  scaling ladder run configs/ladders/cpu_demo.py --workdir=runs/cpu_demo
-  scaling results collect runs/cpu_demo --out=runs/cpu_demo/results.csv
+  scaling ladder run configs/ladders/cpu_demo.py --workdir=runs/demo
+  scaling fit runs/demo --law=chinchilla --approach=3 --bootstrap=200 --out=runs/demo/fit
 
-Three IsoFLOP budgets x 4-5 sizes spaced evenly in log N around the D = 20 N optimum, enough to
-fit a Chinchilla law L(N, D) = E + A / N^alpha + B / D^beta (Hoffmann et al. 2022, approach 3)
-and IsoFLOP parabolas (approach 2). `get_config("smoke")` is a 3-run version for quick checks.
+(`make demo` runs the last two.) Design, from measured runs on 2 CPU cores:
+
+* Language (`data.synthetic`): 256 contexts with Zipf exponent 2.5, 4 body tokens per document,
+  supports of 4 tokens with weights ~ (j+1)^-1, 64-token vocabulary. The entropy floor is
+  exactly 1.2425 nats; the quantization model's excess of a model that knows the n most
+  frequent contexts is 0.34 / 0.10 / 0.017 nats at n = 1 / 4 / 16, so models that learn a
+  dozen contexts get within ~0.05 nats of the floor, where the Chinchilla form can find E.
+* Models: aspect 4, head width 4 (d_model = 4 x depth), N = 460 to 60K non-embedding
+  parameters, so each budget spans its loss minimum with 4-6 sizes.
+* Budgets: fitted IsoFLOP profiles at 1e10, 3e10 and 1e11 FLOPs (one decade); a held-out rung
+  at 4e11 (4x the largest fitted compute), trained, left out of the fit and predicted.
+* Training: a fixed batch of 8 x 64 tokens so every rung takes at least 140 steps; learning
+  rate from the DeepSeek rule (0.0175 at 1e10 to 0.0111 at 4e11), cosine over the run.
+
+`get_config("smoke")` is the same language and family at 3e9 / 1e10 FLOPs (tests).
 """
 
 import ml_collections
@@ -17,19 +29,29 @@ from scaling.ladder.spec import default_ladder, isoflop_sweep
 
 def get_config(arg: str | None = None):
   run = default_config()
-  run.model.update(vocab_size=256, max_len=64, dtype="float32")  # float32 is faster on CPU
-  run.train.update(seq_len=64, eval_batches=8)
-  # A smaller language than the default so the largest rungs see each training token only once.
-  run.data.synthetic.update(num_contexts=1024, train_tokens=8_388_608,
-                            validation_tokens=262_144)
+  run.model.update(vocab_size=64, max_len=64, dtype="float32")  # float32 is faster on CPU
+  run.train.update(seq_len=64, global_batch=8, eval_batches=64)
+  run.data.synthetic.update(vocab_size=64, num_contexts=256, zipf_exponent=2.5, body_length=4,
+                            support_exponent=1.0, train_tokens=4_194_304,
+                            validation_tokens=65_536)
 
   ladder = default_ladder()
   ladder.name = "cpu_demo"
-  ladder.shape.update(aspect=16, head_dim=16)  # d_model = 16 x depth: N ~ 3,072 depth^3
-  ladder.rules.update(batch_multiple=8, min_batch=16, max_batch=64)
-  ladder.sweeps.iso = isoflop_sweep([3e10, 1e11, 3e11], count=5, n_spread=5.0)
+  ladder.shape.update(aspect=4, head_dim=4)  # d_model = 4 x depth: N = 460 (d1) .. 60K (d7)
+  ladder.rules.update(batch_rule="fixed", min_steps=140, evals=2, checkpoints=1)
+  ladder.sweeps.a = isoflop_sweep([1e10], depths=(1, 2, 3, 4), tolerance=0.1)
+  ladder.sweeps.b = isoflop_sweep([3e10], depths=(1, 2, 3, 4, 5), tolerance=0.1)
+  ladder.sweeps.c = isoflop_sweep([1e11], depths=(2, 3, 4, 5, 6, 7), tolerance=0.1)
+  ladder.sweeps.held = isoflop_sweep([4e11], depths=(5,), tolerance=0.1, holdout=True)
   ladder.hardware = "cpu"
-  ladder.mfu = 0.07  # measured: ~7e9 FLOP/s on 2 CPU cores (d3, C=1e11 in 14 s) vs 1e11 nominal
+  ladder.mfu = 0.07
   if arg == "smoke":
-    ladder.sweeps.iso = isoflop_sweep([1e11], depths=(1, 2, 3))
+    run.train.update(eval_batches=16)
+    run.data.synthetic.update(num_contexts=32, train_tokens=1_048_576, validation_tokens=16_384)
+    ladder.rules.update(min_steps=50, evals=1, log_points=4)
+    ladder.sweeps = ml_collections.ConfigDict(dict(
+        a=isoflop_sweep([3e9], depths=(1, 2, 3), tolerance=0.1),
+        b=isoflop_sweep([1e10], depths=(2, 3, 4), tolerance=0.1)))
+  elif arg:
+    raise ValueError(f"configs/ladders/cpu_demo.py takes no argument or 'smoke', not {arg!r}")
   return ml_collections.ConfigDict(dict(run=run, ladder=ladder))

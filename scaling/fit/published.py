@@ -65,7 +65,7 @@ class PublishedLaw:
     raise ScalingError(f"law {self.name!r} has no L(N, D) surface")
 
 
-LAWS: dict[str, PublishedLaw] = {
+_PUBLISHED: dict[str, PublishedLaw] = {
     "hoffmann2022": PublishedLaw(
         "hoffmann2022", "chinchilla",
         {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28},
@@ -107,16 +107,19 @@ LAWS: dict[str, PublishedLaw] = {
 }
 
 
-def _anchor_frontiers() -> None:
+def _anchored(laws: dict[str, PublishedLaw]) -> dict[str, PublishedLaw]:
+  """The laws with every exponents-only frontier given its prefactor k_N (new objects; the
+  dataclasses are frozen and nothing is changed in place)."""
   # The frontier laws publish exponents only. Anchor each so that at C = 1e21 FLOPs it gives the
   # Hoffmann Approach 3 optimum; then overlays compare slopes, which is what was published.
-  ref = LAWS["hoffmann2022"].optimal(1e21)["params"]
-  for law in LAWS.values():
-    if law.kind == "frontier" and "k_N" not in law.params:
-      law.params["k_N"] = float(ref / 1e21 ** law.params["a"])
+  ref = laws["hoffmann2022"].optimal(1e21)["params"]
+  return {key: dataclasses.replace(law, params={**law.params,
+                                                "k_N": float(ref / 1e21 ** law.params["a"])})
+          if law.kind == "frontier" and "k_N" not in law.params else law
+          for key, law in laws.items()}
 
 
-_anchor_frontiers()
+LAWS: dict[str, PublishedLaw] = _anchored(_PUBLISHED)
 
 
 def get(name: str) -> PublishedLaw:

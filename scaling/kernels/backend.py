@@ -17,6 +17,7 @@ platforms=["cuda"])` it lowers them for CUDA on a CPU-only machine (`scaling.ker
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from typing import Literal
 
@@ -72,6 +73,32 @@ def resolve(interpret: bool | None, *, platform: str | None = None,
   if platform == "gpu":
     return "triton", False
   return "reference", False
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelBackend:
+  """Where a layer's kernels run, fixed when the layer is built: a static (hashable) field of
+  the layer, so it is part of the layer's graph definition and of every trace of it, and a
+  later `use_platform`/`use_interpret` block cannot change what an already-built layer runs.
+
+  platform: "gpu" | "tpu" | "cpu" (the implementation is chosen as on that platform).
+  interpret: as the kernels' `interpret` argument (None: auto).
+  """
+
+  platform: str
+  interpret: bool | None = None
+
+  @classmethod
+  def resolve(cls, platform: str | None = None,
+              interpret: bool | None = None) -> KernelBackend:
+    """The backend for a layer built now: explicit arguments, else the `use_platform` /
+    `use_interpret` defaults in effect, else `jax.default_backend()`."""
+    platform = platform or _DEFAULT_PLATFORM or jax.default_backend()
+    return cls(platform, _DEFAULT_INTERPRET if interpret is None else interpret)
+
+  def kwargs(self) -> dict:
+    """`platform=` and `interpret=` for a kernel call."""
+    return dict(platform=self.platform, interpret=self.interpret)
 
 
 def next_pow2(n: int) -> int:

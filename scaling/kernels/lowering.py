@@ -6,7 +6,9 @@ compute capability falls back to 9.0, an H100): each `pallas_call` becomes a
 launch grid, num_warps, num_stages and the Triton (tt dialect) module as MLIR bytecode. Pallas
 does not verify that module; XLA parses it when it compiles on the GPU. `triton_kernels`
 parses (and so verifies) every module, so a kernel whose IR the GPU would reject fails here, on
-CPU. Kernels choose their GPU implementation under `backend.use_platform("gpu")`.
+CPU. Kernels called without `platform` choose their GPU implementation under
+`backend.use_platform("gpu")`; a model layer chooses when it is built
+(`KernelBackend("gpu", False)`, e.g. `scaling.models.dense.moe_layer_fn(cfg, mode, kernels)`).
 
   exp = export_cuda(fn, *shape_dtype_structs)
   kernels = triton_kernels(exp.mlir_module())      # [TritonKernel(name, grid, ...)]
@@ -155,31 +157,3 @@ def target_compute_capability() -> str:
     return str(jax.local_devices(backend="gpu")[0].compute_capability)
   except RuntimeError:
     return "9.0"
-
-
-def moe_layer_fn(cfg, mode: str = "fwd_bwd") -> tuple[Callable, Any]:
-  """(fn(state, x), abstract state) of one MoE layer of `cfg` (a full config), for export.
-
-  mode "fwd": fn returns the layer's output and aux losses; "fwd_bwd": value and gradient (in
-  the state and in x) of a scalar of the output plus the load-balancing loss. No parameter is
-  allocated: the state is `jax.ShapeDtypeStruct`s.
-  """
-  import jax.numpy as jnp
-  from flax import nnx
-
-  from scaling.models import moe as moe_lib  # models import kernels: import at call time
-
-  abstract = nnx.eval_shape(lambda: moe_lib.MoeMlp(cfg.model, dict(cfg.mesh.rules),
-                                                   rngs=nnx.Rngs(0)))
-  graphdef, state = nnx.split(abstract)
-
-  def fwd(state, x):
-    return nnx.merge(graphdef, state)(x, train=True)
-
-  def loss(state, x):
-    y, aux = fwd(state, x)
-    return jnp.sum(jnp.sin(y.astype(jnp.float32))) + aux["load_balance"]
-
-  fn = fwd if mode == "fwd" else jax.value_and_grad(loss, argnums=(0, 1))
-  return fn, jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), state)
-

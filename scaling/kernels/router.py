@@ -59,7 +59,9 @@ def _counts_and_offsets(ids_TxK: jax.Array, num_experts: int) -> tuple[jax.Array
 
 def route_reference(logits_TxE: jax.Array, top_k: int, *, gating: str = "softmax_topk",
                     renormalize: bool = True) -> Routing:
-  """Pure-JAX router, the reference for the kernel (the same math as `moe.route`)."""
+  """Pure-JAX router, the reference for the kernel and the routing of the `einsum` and `sort`
+  MoE dispatches (`scaling.models.moe.route`). Any leading shape: logits [..., E] give ids,
+  weights [..., K] and probs [..., E]; counts and offsets are over all of them."""
   scores = logits_TxE if gating == "topk_softmax" else jax.nn.softmax(logits_TxE, axis=-1)
   _, ids = jax.lax.top_k(scores, top_k)
   ids = ids.astype(jnp.int32)
@@ -162,7 +164,8 @@ _route_kernel.defvjp(_route_kernel_fwd, _route_kernel_bwd)
 def route(logits_TxE: jax.Array, top_k: int, *, gating: str = "softmax_topk",
           renormalize: bool = True, block_tokens: int = 64,
           interpret: bool | None = None, platform: str | None = None) -> Routing:
-  """Router top-k from float32 logits [T, E]; see the module docstring.
+  """Router top-k from float32 logits [T, E] (or any leading shape [..., E]: the kernel sees
+  them flattened to [T, E]); see the module docstring.
 
   block_tokens: tokens per Pallas program (a power of two; clipped to the token count).
   interpret, platform: see `scaling.kernels.backend` (None: GPU kernel on GPU, reference
@@ -172,9 +175,15 @@ def route(logits_TxE: jax.Array, top_k: int, *, gating: str = "softmax_topk",
   if gating not in ("softmax_topk", "topk_softmax"):
     raise ValueError(f"gating={gating!r}; choose 'softmax_topk' or 'topk_softmax'")
   impl, interp = resolve(interpret, platform=platform)
-  if impl == "reference":
-    return route_reference(logits_TxE, top_k, gating=gating, renormalize=renormalize)
-  if block_tokens & (block_tokens - 1):
+  if impl != "reference" and block_tokens & (block_tokens - 1):
     raise ValueError(f"block_tokens={block_tokens} must be a power of two")
-  return Routing(*_route_kernel(logits_TxE.astype(jnp.float32), top_k, gating, renormalize,
-                                block_tokens, interp))
+  # Both paths see [T, E], so the reference here is the kernel's computation, shape for shape.
+  lead, e = logits_TxE.shape[:-1], logits_TxE.shape[-1]
+  flat = logits_TxE.reshape(-1, e)
+  if impl == "reference":
+    r = route_reference(flat, top_k, gating=gating, renormalize=renormalize)
+  else:
+    r = Routing(*_route_kernel(flat.astype(jnp.float32), top_k, gating, renormalize,
+                               block_tokens, interp))
+  return r._replace(ids=r.ids.reshape(*lead, top_k), weights=r.weights.reshape(*lead, top_k),
+                    probs=r.probs.reshape(*lead, e))

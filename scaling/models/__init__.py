@@ -1,11 +1,6 @@
-"""Flax NNX models.
+"""Flax NNX models: `layers` (attention, MLP, norms, positions), `moe` (routed experts), `dense`
+(the transformer stack and its sharded construction), `shapes` (preset and ladder shapes).
 
 Parameters carry logical axis names, and `scaling.parallel.sharding` places them from the config's
-rules table inside a jitted initialiser. Flax's eager sharding (which shards each Variable on
-creation, from a mesh in context) is turned off so that logical names are never mistaken for
-mesh axes and models can be built outside any mesh (tests, `scaling info`).
+rules table inside a jitted initialiser (see `layers.no_eager_sharding`).
 """
-
-from flax import nnx
-
-nnx.use_eager_sharding(False)

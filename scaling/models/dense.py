@@ -4,11 +4,15 @@
 (float32). Layer parameters are stacked on a leading `layers` axis and run with `jax.lax.scan`,
 so compile time does not grow with depth. `build_model(cfg, mesh)` materialises the parameters
 directly in their sharded layout.
+
+Parameters carry logical axis names and `scaling.parallel.sharding` places them from the rules
+table; every model module is built with Flax's eager sharding off (`layers.no_eager_sharding`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -16,19 +20,75 @@ import ml_collections
 from flax import nnx
 
 from scaling.config import head_dim
-from scaling.models.layers import Block, Group, dtype_of, normal, rms_norm, rope_tables
+from scaling.kernels.backend import KernelBackend
+from scaling.models import layers
+from scaling.models.layers import Attention, Mlp, dtype_of, normal, rms_norm, rope_tables
+from scaling.models.moe import MoeMlp
 from scaling.parallel.sharding import check_divisible, constrain, state_shardings
 
-REMAT_POLICIES = {
+# `model.remat` -> what the layer scan saves for the backward pass; the names are validated
+# against `scaling.config.REMAT_POLICIES`, which lists these plus "none".
+CHECKPOINT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,
     "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
 
 
+class Block(nnx.Module):
+  """Pre-norm residual block: x + attn(norm(x)), then x + ffn(norm(x)).
+
+  The feed-forward is the dense `Mlp`, or `MoeMlp` when `moe` is set; the block returns the
+  MoE's router statistics and losses as a dict (empty for dense blocks).
+  """
+
+  @layers.no_eager_sharding
+  def __init__(self, m: ml_collections.ConfigDict, rules: Mapping[str, str], *, rngs: nnx.Rngs,
+               moe: bool = False, kernels: KernelBackend | None = None):
+    self.rules, self.is_moe = rules, moe
+    self.attn_norm = rms_norm(m.d_model, ("embed",), m, rngs)
+    self.attn = Attention(m, rules, rngs=rngs)
+    self.mlp_norm = rms_norm(m.d_model, ("embed",), m, rngs)
+    self.mlp = (MoeMlp(m, rules, rngs=rngs, kernels=kernels) if moe
+                else Mlp(m, rules, rngs=rngs))
+
+  def __call__(self, x_BxLxD: jax.Array, sin, cos, *, train: bool = False,
+               rng: jax.Array | None = None) -> tuple[jax.Array, dict]:
+    x_BxLxD = x_BxLxD + self.attn(self.attn_norm(x_BxLxD), sin, cos)
+    aux: dict = {}
+    if self.is_moe:
+      y_BxLxD, aux = self.mlp(self.mlp_norm(x_BxLxD), train=train, rng=rng)
+    else:
+      y_BxLxD = self.mlp(self.mlp_norm(x_BxLxD))
+    x_BxLxD = x_BxLxD + y_BxLxD
+    return constrain(x_BxLxD, ("batch", "length", "embed"), self.rules), aux
+
+
+class Group(nnx.Module):
+  """`every` consecutive blocks whose last one is MoE: the unit scanned in MoE models."""
+
+  @layers.no_eager_sharding
+  def __init__(self, m: ml_collections.ConfigDict, rules: Mapping[str, str], *, rngs: nnx.Rngs,
+               kernels: KernelBackend | None = None):
+    self.size = m.moe.every
+    for i in range(self.size):
+      setattr(self, f"block{i}", Block(m, rules, rngs=rngs, moe=i == self.size - 1,
+                                       kernels=kernels))
+
+  def __call__(self, x_BxLxD, sin, cos, *, train: bool = False, rng=None):
+    aux: dict = {}
+    for i in range(self.size):
+      x_BxLxD, aux_i = getattr(self, f"block{i}")(x_BxLxD, sin, cos, train=train, rng=rng)
+      aux = aux_i or aux
+    return x_BxLxD, aux
+
+
+
 class Transformer(nnx.Module):
   """Token embedding, `num_layers` pre-norm blocks, final RMSNorm, (tied) output projection."""
 
-  def __init__(self, m: ml_collections.ConfigDict, rules: Mapping[str, str], *, rngs: nnx.Rngs):
+  @layers.no_eager_sharding
+  def __init__(self, m: ml_collections.ConfigDict, rules: Mapping[str, str], *, rngs: nnx.Rngs,
+               kernels: KernelBackend | None = None):
     self.m, self.rules = m, dict(rules)
     dt, pdt = dtype_of(m.dtype), dtype_of(m.param_dtype)
     self.embed = nnx.Embed(m.vocab_size, m.d_model, dtype=dt, param_dtype=pdt,
@@ -46,7 +106,7 @@ class Transformer(nnx.Module):
     @nnx.split_rngs(splits=units)
     @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
     def make_blocks(rngs: nnx.Rngs) -> nnx.Module:
-      return unit(m, self.rules, rngs=rngs)
+      return unit(m, self.rules, rngs=rngs, kernels=kernels)
 
     self.blocks = make_blocks(rngs)
     self.final_norm = rms_norm(m.d_model, ("embed",), m, rngs)
@@ -84,7 +144,7 @@ class Transformer(nnx.Module):
                                         rng=key if rng is not None else None)
 
     if m.remat != "none":
-      layer = jax.checkpoint(layer, policy=REMAT_POLICIES[m.remat], prevent_cse=False)
+      layer = jax.checkpoint(layer, policy=CHECKPOINT_POLICIES[m.remat], prevent_cse=False)
     # Unrolling (scan_layers=False) trades compile time for visibility: XLA's cost analysis counts
     # a loop body once, so FLOP checks and some profilers need the layers unrolled.
     x_BxLxD, aux = jax.lax.scan(layer, x_BxLxD, (layer_state, keys),
@@ -109,30 +169,58 @@ class Transformer(nnx.Module):
     return logits_BxLxV, {"losses": losses, "stats": aux}
 
 
-def abstract_model(cfg: ml_collections.ConfigDict) -> Transformer:
+def abstract_model(cfg: ml_collections.ConfigDict,
+                   kernels: KernelBackend | None = None) -> Transformer:
   """The model with ShapeDtypeStruct leaves: no memory is allocated (works for 175B on a laptop)."""
-  return nnx.eval_shape(lambda: Transformer(cfg.model, cfg.mesh.rules, rngs=nnx.Rngs(0)))
+  return nnx.eval_shape(lambda: Transformer(cfg.model, cfg.mesh.rules, rngs=nnx.Rngs(0),
+                                            kernels=kernels))
 
 
 def build_model(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None,
-                seed: int | None = None) -> Transformer:
+                seed: int | None = None, kernels: KernelBackend | None = None) -> Transformer:
   """Creates the model with every parameter initialised directly in its sharded layout.
 
   The initialiser is jitted with `out_shardings` from the rules, so each device only ever
-  materialises its own shards (never a full copy on one device).
+  materialises its own shards (never a full copy on one device). `kernels`: where the MoE
+  layers' kernels run (default: `KernelBackend.resolve()` when the model is built).
   """
   seed = cfg.train.seed if seed is None else seed
   rules = dict(cfg.mesh.rules)
+  kernels = kernels or KernelBackend.resolve()
   if mesh is None:
-    return Transformer(cfg.model, rules, rngs=nnx.Rngs(seed))
-  graphdef, abstract_state = nnx.split(abstract_model(cfg))
+    return Transformer(cfg.model, rules, rngs=nnx.Rngs(seed), kernels=kernels)
+  graphdef, abstract_state = nnx.split(abstract_model(cfg, kernels))
   check_divisible(abstract_state, dict(mesh.shape), rules)
   shardings = state_shardings(abstract_state, mesh, rules)
 
   @jax.jit
   def init():
-    return nnx.state(Transformer(cfg.model, rules, rngs=nnx.Rngs(seed)))
+    return nnx.state(Transformer(cfg.model, rules, rngs=nnx.Rngs(seed), kernels=kernels))
 
   with jax.set_mesh(mesh):
     state = jax.jit(init, out_shardings=shardings)()
   return nnx.merge(graphdef, state)
+
+
+def moe_layer_fn(cfg: ml_collections.ConfigDict, mode: str = "fwd_bwd",
+                 kernels: KernelBackend | None = None) -> tuple[Callable, Any]:
+  """(fn(state, x), abstract state) of one MoE layer of `cfg` (a full config), for export.
+
+  mode "fwd": fn returns the layer's output and aux losses; "fwd_bwd": value and gradient (in
+  the state and in x) of a scalar of the output plus the load-balancing loss. No parameter is
+  allocated: the state is `jax.ShapeDtypeStruct`s. `kernels` as in `build_model`.
+  """
+  kernels = kernels or KernelBackend.resolve()
+
+  graphdef, state = nnx.split(nnx.eval_shape(
+      lambda: MoeMlp(cfg.model, dict(cfg.mesh.rules), rngs=nnx.Rngs(0), kernels=kernels)))
+
+  def fwd(state, x):
+    return nnx.merge(graphdef, state)(x, train=True)
+
+  def loss(state, x):
+    y, aux = fwd(state, x)
+    return jnp.sum(jnp.sin(y.astype(jnp.float32))) + aux["load_balance"]
+
+  fn = fwd if mode == "fwd" else jax.value_and_grad(loss, argnums=(0, 1))
+  return fn, jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), state)

@@ -1,13 +1,15 @@
 """Transformer building blocks as Flax NNX modules, with logical axis names on every parameter.
 
 Shapes use nanodo-style suffixes: B batch, L length (queries), S length (keys), D d_model,
-N query heads, K kv heads, H head dim, F d_ff, V vocab.
+N query heads, K kv heads, H head dim, F d_ff, V vocab. Logical axes: `heads` (N), `kv_heads` (K),
+`kv` (H), `mlp` (F), `embed` (D); `scaling.parallel.sharding` maps them to mesh axes.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +18,24 @@ from flax import nnx
 
 from scaling.config import head_dim
 from scaling.parallel.sharding import constrain
+
+
+def no_eager_sharding(init: Callable) -> Callable:
+  """Decorates a model Module's `__init__`: its Variables are created with Flax's eager sharding
+  off (scoped to the construction, not the process).
+
+  Parameters carry logical axis names that `scaling.parallel.sharding` maps to mesh axes inside a
+  jitted initialiser; eager sharding would take those names for mesh axes on creation, and would
+  need a mesh in context (models are also built without one: tests, `scaling info`). Each
+  Variable records the setting, so merged copies keep it.
+  """
+
+  @functools.wraps(init)
+  def wrapped(*args, **kwargs):
+    with nnx.use_eager_sharding(False):
+      return init(*args, **kwargs)
+
+  return wrapped
 
 
 def dtype_of(name: str):
@@ -63,17 +83,19 @@ class Attention(nnx.Module):
   layer, passed to `jax.nn.dot_product_attention` as a bias.
   """
 
+  @no_eager_sharding
   def __init__(self, m: ml_collections.ConfigDict, rules: Mapping[str, str], *, rngs: nnx.Rngs):
     self.m, self.rules = m, rules
     d, n, k, h = m.d_model, m.num_heads, m.num_kv_heads, head_dim(m)
     dt, pdt = dtype_of(m.dtype), dtype_of(m.param_dtype)
     std = m.init_std
 
-    def proj(heads, name):
+    def proj(heads, axis):
       return nnx.Einsum("BLD,DNH->BLNH", (d, heads, h), dtype=dt, param_dtype=pdt,
-                        kernel_init=normal(std, ("embed", "heads", "kv")), rngs=rngs)
+                        kernel_init=normal(std, ("embed", axis, "kv")), rngs=rngs)
 
-    self.query, self.key, self.value = proj(n, "q"), proj(k, "k"), proj(k, "v")
+    self.query = proj(n, "heads")
+    self.key, self.value = proj(k, "kv_heads"), proj(k, "kv_heads")
     # Scaled init on the residual-branch output (GPT-2, Radford et al. 2019, Sec. 2.3).
     self.out = nnx.Einsum("BLNH,NHD->BLD", (n, h, d), dtype=dt, param_dtype=pdt,
                           kernel_init=normal(std / math.sqrt(2 * m.num_layers),
@@ -116,9 +138,23 @@ class Attention(nnx.Module):
     return (bias / math.sqrt(h)).astype(q_BxLxNxH.dtype)
 
 
+def ffn_hidden(x: jax.Array, up: Callable[[jax.Array], jax.Array],
+               gate: Callable[[jax.Array], jax.Array] | None) -> jax.Array:
+  """The feed-forward hidden activation, the one definition for dense and expert MLPs.
+
+  SwiGLU (Shazeer 2020, Eq. 6) when `gate` is given: silu(x W_gate) * (x W_up); GELU
+  (Hendrycks & Gimpel 2016) otherwise: gelu(x W_up). `up`/`gate` are the input projections
+  (a Linear, an einsum, a grouped matmul); [..., D] -> [..., F].
+  """
+  if gate is not None:
+    return jax.nn.silu(gate(x)) * up(x)
+  return jax.nn.gelu(up(x))
+
+
 class Mlp(nnx.Module):
   """SwiGLU (Shazeer 2020, Eq. 6: three matrices) or GELU (two matrices) feed-forward."""
 
+  @no_eager_sharding
   def __init__(self, m: ml_collections.ConfigDict, rules: Mapping[str, str], *, rngs: nnx.Rngs):
     self.m, self.rules = m, rules
     dt, pdt = dtype_of(m.dtype), dtype_of(m.param_dtype)
@@ -134,54 +170,7 @@ class Mlp(nnx.Module):
                        m.init_std / math.sqrt(2 * m.num_layers))
 
   def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
-    if self.m.mlp == "swiglu":
-      h_BxLxF = jax.nn.silu(self.gate(x_BxLxD)) * self.up(x_BxLxD)
-    else:
-      h_BxLxF = jax.nn.gelu(self.up(x_BxLxD))
+    gate = self.gate if self.m.mlp == "swiglu" else None
+    h_BxLxF = ffn_hidden(x_BxLxD, self.up, gate)
     h_BxLxF = constrain(h_BxLxF, ("batch", "length", "mlp"), self.rules)
     return self.down(h_BxLxF)
-
-
-class Block(nnx.Module):
-  """Pre-norm residual block: x + attn(norm(x)), then x + ffn(norm(x)).
-
-  The feed-forward is the dense `Mlp`, or `MoeMlp` when `moe` is set; the block returns the
-  MoE's router statistics and losses as a dict (empty for dense blocks).
-  """
-
-  def __init__(self, m: ml_collections.ConfigDict, rules: Mapping[str, str], *, rngs: nnx.Rngs,
-               moe: bool = False):
-    from scaling.models.moe import MoeMlp
-
-    self.rules, self.is_moe = rules, moe
-    self.attn_norm = rms_norm(m.d_model, ("embed",), m, rngs)
-    self.attn = Attention(m, rules, rngs=rngs)
-    self.mlp_norm = rms_norm(m.d_model, ("embed",), m, rngs)
-    self.mlp = MoeMlp(m, rules, rngs=rngs) if moe else Mlp(m, rules, rngs=rngs)
-
-  def __call__(self, x_BxLxD: jax.Array, sin, cos, *, train: bool = False,
-               rng: jax.Array | None = None) -> tuple[jax.Array, dict]:
-    x_BxLxD = x_BxLxD + self.attn(self.attn_norm(x_BxLxD), sin, cos)
-    aux: dict = {}
-    if self.is_moe:
-      y_BxLxD, aux = self.mlp(self.mlp_norm(x_BxLxD), train=train, rng=rng)
-    else:
-      y_BxLxD = self.mlp(self.mlp_norm(x_BxLxD))
-    x_BxLxD = x_BxLxD + y_BxLxD
-    return constrain(x_BxLxD, ("batch", "length", "embed"), self.rules), aux
-
-
-class Group(nnx.Module):
-  """`every` consecutive blocks whose last one is MoE: the unit scanned in MoE models."""
-
-  def __init__(self, m: ml_collections.ConfigDict, rules: Mapping[str, str], *, rngs: nnx.Rngs):
-    self.size = m.moe.every
-    for i in range(self.size):
-      setattr(self, f"block{i}", Block(m, rules, rngs=rngs, moe=i == self.size - 1))
-
-  def __call__(self, x_BxLxD, sin, cos, *, train: bool = False, rng=None):
-    aux: dict = {}
-    for i in range(self.size):
-      x_BxLxD, aux_i = getattr(self, f"block{i}")(x_BxLxD, sin, cos, train=train, rng=rng)
-      aux = aux_i or aux
-    return x_BxLxD, aux

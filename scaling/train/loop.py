@@ -29,9 +29,10 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from scaling import accounting, storage
-from scaling.config import parse_axes, validate
+from scaling.config import validate
 from scaling.errors import ScalingError, require
 from scaling.models.dense import build_model
+from scaling.parallel import sharding
 from scaling.parallel.mesh import make_mesh
 from scaling.train import identity, record
 from scaling.train.checkpoint import Checkpointer
@@ -42,16 +43,11 @@ log = logging.getLogger(__name__)
 EVAL_SEED = 0  # every run of a ladder is evaluated on the same held-out batches
 
 
-def data_parallel_width(cfg: ml_collections.ConfigDict, mesh_shape: dict[str, int]) -> int:
-  """Devices the batch is split over: the product of the mesh axes in `mesh.rules.batch`."""
-  return math.prod(mesh_shape[a] for a in parse_axes(cfg.mesh.rules.batch))
-
-
 def check_run_config(cfg: ml_collections.ConfigDict, mesh_shape: dict[str, int],
                      vocab_size: int) -> None:
   """Checks that need the mesh and the data, before anything compiles."""
   t, m = cfg.train, cfg.model
-  dp = data_parallel_width(cfg, mesh_shape)
+  dp = sharding.data_parallel_width(cfg.mesh.rules, mesh_shape)
   require(t.global_batch % (dp * t.microbatches) == 0,
           f"train.global_batch={t.global_batch} does not split over {dp} data-parallel devices "
           f"x train.microbatches={t.microbatches}; use a multiple of {dp * t.microbatches}")
@@ -128,7 +124,7 @@ def build_trainer(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   state = {"step": jax.device_put(jnp.zeros((), jnp.int32), replicated), "params": params,
            "opt_state": opt_state}
   state_shardings = jax.tree.map(lambda x: x.sharding, state)
-  batch_axes = parse_axes(cfg.mesh.rules.batch)
+  batch_axes = sharding.mesh_axes("batch", cfg.mesh.rules)
   batch_sharding = NamedSharding(mesh, PartitionSpec(batch_axes or None, None))
   train_step, eval_step = make_steps(graphdef, cfg, optimizer, aux_loss_fn)
   # Layers that shard by hand (MoE expert parallelism, Pallas kernels per batch shard) read the

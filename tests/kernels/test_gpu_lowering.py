@@ -19,9 +19,11 @@ from jax import export
 
 from scaling.config import default_config
 from scaling.kernels import backend, gmm, lowering, permute, router
+from scaling.models.dense import moe_layer_fn
 from tests.helpers import load_config
 
 S = jax.ShapeDtypeStruct
+GPU = backend.KernelBackend("gpu", interpret=False)  # what a layer built for a GPU runs
 DTYPES = [jnp.float32, jnp.bfloat16]
 MODES = ["fwd", "fwd_bwd"]
 # Ops the GPU path must not contain: the references' grouped matmul and top-k.
@@ -272,7 +274,7 @@ def _layer_cfg(size: str | tuple[int, int, int, int], dtype: str):
 def test_moe_layer_lowers_every_kernel_for_cuda(size, dtype, mode):
   cfg, x = _layer_cfg(size, dtype)
   assert cfg.model.mlp == "swiglu"  # three expert matmuls
-  fn, state = lowering.moe_layer_fn(cfg, mode)
+  fn, state = moe_layer_fn(cfg, mode, GPU)
   counts, kernels, text = _lower(fn, state, x)
   _assert_gpu_path(counts, kernels, text, LAYER_FWD if mode == "fwd" else LAYER_FWD_BWD)
 
@@ -281,7 +283,7 @@ def test_sort_dispatch_layer_shows_ragged_dot():
   # The layer-level guard can fail: the `sort` dispatch lowers to ragged_dot, no kernels.
   cfg, x = _layer_cfg("tiny", "float32")
   cfg.model.moe.dispatch = "sort"
-  fn, state = lowering.moe_layer_fn(cfg, "fwd_bwd")
+  fn, state = moe_layer_fn(cfg, "fwd_bwd", GPU)
   counts, _, text = _lower(fn, state, x)
   assert not counts and "chlo.ragged_dot" in text
 
@@ -300,7 +302,8 @@ def test_train_step_lowers_every_kernel_for_cuda(data, model):
   cfg.train.update(global_batch=8, seq_len=32)
   cfg.mesh.update(data=data, model=model, expert=1)
   mesh = make_mesh(cfg.mesh, jax.devices()[:data * model])
-  trainer = build_trainer(cfg, mesh)
+  with backend.use_platform("gpu"), backend.use_interpret(False):
+    trainer = build_trainer(cfg, mesh)  # its MoE layers choose their kernels when built
   state = jax.tree.map(lambda a: S(a.shape, a.dtype, sharding=a.sharding), trainer.state)
   tokens = S((8, 32), jnp.int32, sharding=trainer.batch_sharding)
   batch = {"inputs": tokens, "targets": tokens,

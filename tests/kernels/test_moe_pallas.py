@@ -18,15 +18,15 @@ from tests.kernels.helpers import assert_close
 def _layer_grads(cfg, dispatch, x, interpret):
   cfg = cfg.copy_and_resolve_references()
   cfg.model.moe.dispatch = dispatch
-  layer = moe_lib.MoeMlp(cfg.model, dict(cfg.mesh.rules), rngs=nnx.Rngs(0))
+  kernels = backend.KernelBackend.resolve(interpret=interpret)  # fixed when the layer is built
+  layer = moe_lib.MoeMlp(cfg.model, dict(cfg.mesh.rules), rngs=nnx.Rngs(0), kernels=kernels)
   graphdef, state = nnx.split(layer)
 
   def loss(state, x):
     y, aux = nnx.merge(graphdef, state)(x, train=True)
     return jnp.sum(jnp.sin(y.astype(jnp.float32))) + aux["load_balance"], (y, aux)
 
-  with backend.use_interpret(interpret):
-    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(state, x)
+  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(state, x)
 
 
 @pytest.mark.parametrize("dtype,dropless,top_k", [
@@ -83,3 +83,25 @@ def test_pallas_dispatch_trains_like_sort(tiny_moe_cfg, tmp_path):
   assert len(curves["pallas"]) == 20
   assert curves["pallas"][-1] < curves["pallas"][0]
   np.testing.assert_allclose(curves["pallas"], curves["sort"], rtol=2e-4)
+
+
+def test_layer_keeps_the_kernels_it_was_built_with():
+  # The kernel backend is a static field fixed when the layer is built: a layer built to
+  # interpret the Pallas kernels traces them wherever it is traced, one built for CPU traces
+  # the references even inside `use_interpret(True)`.
+  cfg = load_config("configs/moe.py:tiny")
+  cfg.model.moe.dispatch = "pallas"
+  x = jnp.zeros((1, 8, cfg.model.d_model))
+
+  def jaxpr(layer):
+    graphdef, state = nnx.split(layer)
+    return str(jax.make_jaxpr(lambda s: nnx.merge(graphdef, s)(x, train=True))(state))
+
+  with backend.use_interpret(True):
+    interpreted = moe_lib.MoeMlp(cfg.model, dict(cfg.mesh.rules), rngs=nnx.Rngs(0))
+  reference = moe_lib.MoeMlp(cfg.model, dict(cfg.mesh.rules), rngs=nnx.Rngs(0),
+                             kernels=backend.KernelBackend("cpu", interpret=False))
+  assert interpreted.kernels == backend.KernelBackend(jax.default_backend(), interpret=True)
+  assert "pallas_call" in jaxpr(interpreted)
+  with backend.use_interpret(True):
+    assert "pallas_call" not in jaxpr(reference)

@@ -108,3 +108,52 @@ def test_indivisible_sharding_names_parameter_and_rule():
   cfg.mesh.update(data=2, model=4, expert=1)
   with pytest.raises(ScalingError, match=r"heads=2.*mesh.rules.heads"):
     build_model(cfg, make_mesh(cfg.mesh))
+
+
+def test_kv_heads_have_their_own_rule():
+  # GQA: 2 kv heads cannot split 4 ways, so with the default rule (kv_heads like heads) the
+  # build is refused naming the kv_heads rule; replicating kv heads alone makes it build, with
+  # query heads still split over `model`.
+  from scaling.errors import ScalingError
+
+  cfg = _tiny(num_heads=4, num_kv_heads=2)
+  cfg.mesh.update(data=2, model=4, expert=1)
+  with pytest.raises(ScalingError, match=r"kv_heads=2.*change mesh.rules.kv_heads or"):
+    build_model(cfg, make_mesh(cfg.mesh))
+  cfg.mesh.rules.kv_heads = ""
+  mesh = make_mesh(cfg.mesh)
+  model = build_model(cfg, mesh)
+  attn = nnx.state(model, nnx.Param)["blocks"]["attn"]
+  # [layers, d_model, heads, head_dim] per device.
+  assert attn["key"]["kernel"].get_value().addressable_shards[0].data.shape == (2, 64, 2, 16)
+  assert attn["query"]["kernel"].get_value().addressable_shards[0].data.shape == (2, 64, 1, 16)
+
+
+def test_sharding_answers_the_mesh_questions():
+  from scaling.config import DEFAULT_RULES
+  from scaling.parallel import sharding
+
+  shape = {"data": 4, "model": 2, "expert": 3}
+  assert sharding.data_parallel_width(DEFAULT_RULES, shape) == 12  # batch over data,expert
+  assert sharding.data_parallel_width({**DEFAULT_RULES, "batch": "data"}, shape) == 4
+  assert sharding.data_parallel_width({**DEFAULT_RULES, "batch": ""}, shape) == 1
+  assert sharding.expert_axes(DEFAULT_RULES) == ("expert",)
+  assert sharding.expert_parallel_width(DEFAULT_RULES, shape) == 3
+  assert sharding.expert_parallel_width(DEFAULT_RULES, {}) == 1  # no mesh
+  rules = {**DEFAULT_RULES, "embed": "data"}  # FSDP: weights gathered inside shard_map
+  names = ("expert", "embed", "mlp")
+  assert sharding.logical_to_spec(names, rules) == jax.sharding.PartitionSpec(
+      "expert", "data", "model")
+  assert sharding.local_spec(names, rules, keep=("expert", "mlp")) == \
+      jax.sharding.PartitionSpec("expert", None, "model")
+  # An axis taken by an earlier name stays taken, whether that name is kept or not.
+  both = {**DEFAULT_RULES, "mlp": "expert,model"}
+  assert sharding.local_spec(names, both, keep=("mlp",)) == \
+      jax.sharding.PartitionSpec(None, None, "model")
+
+
+def test_remat_names_match_the_config():
+  from scaling.config import REMAT_POLICIES
+  from scaling.models.dense import CHECKPOINT_POLICIES
+
+  assert set(CHECKPOINT_POLICIES) == set(REMAT_POLICIES) - {"none"}

@@ -28,13 +28,14 @@ def _layer(cfg):
 
 def _dispatch(layer, x, ids, weights, cap, dispatch, w_up=None):
   pos = moe_lib.slot_positions(ids, layer.m.moe.num_experts)
-  keep = pos < cap
-  w = [layer.w_gate[...], layer.w_up[...] if w_up is None else w_up, layer.w_down[...]]
+  a = moe_lib.Assignment(ids, weights, pos, pos < cap)
+  w = layer.expert_weights()
+  w = w if w_up is None else w._replace(up=w_up)
   if dispatch == "einsum":
-    return layer._einsum(x, ids, weights, pos, keep, cap, w)
+    return moe_lib.einsum_dispatch(x, a, cap, w)
   if dispatch == "pallas":
-    return layer._pallas(x, ids, weights, pos, keep, cap, w)
-  return layer._sort(x, ids, weights, keep, w)
+    return moe_lib.pallas_dispatch(x, a, cap, w, rules=layer.rules, kernels=layer.kernels)
+  return moe_lib.sort_dispatch(x, a, cap, w)
 
 
 def _reference(layer, x, ids, weights, keep):
