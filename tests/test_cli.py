@@ -124,3 +124,11 @@ def test_config_files_that_fail_to_load(tmp_path, capsys):
       lines = err.strip().splitlines()
       assert lines[1:] == ([f"    {source}"] if source else []), (argv, err)
   assert not (tmp_path / "w").exists() and not (tmp_path / "l").exists()  # nothing written
+
+
+def test_ladder_run_refuses_a_file_as_workdir_before_writing_anything(tmp_path, capsys):
+  workdir = tmp_path / "notes.txt"
+  workdir.write_text("mine")
+  assert cli.main(["ladder", "run", LADDER, "--workdir", str(workdir)]) == 2
+  _one_error(capsys, "is a file, not a folder")
+  assert workdir.read_text() == "mine" and sorted(tmp_path.iterdir()) == [workdir]

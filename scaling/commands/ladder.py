@@ -150,6 +150,9 @@ def _run(fv) -> int:
     for r in rungs:
       print(" ".join(runner.worker_command(workdir, r.run_id)))
     return 0
+  from scaling import storage
+
+  storage.check_workdir(workdir)  # a file in the way or an unreachable bucket: before the manifest
   todo = runner.prepare(workdir, str(lad.name), rungs)
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
   if todo and (backend == "slurm" or fv["parallel"].value > 1) and not fv["dry_run"].value:
