@@ -14,10 +14,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job: train the CPU demo ladder on the embedded synthetic language (~4 min on 2
-# cores), then fit the Chinchilla law with bootstrap intervals and plots into runs/demo/fit.
+# The main job: train the CPU demo ladder (15 fitted IsoFLOP runs and one held-out run) on the
+# embedded synthetic language, two runs at a time (one per core: these tiny models use about
+# one core each), then fit the Chinchilla law with bootstrap intervals, the held-out prediction,
+# self-checks and plots into runs/demo/fit. See configs/ladders/cpu_demo.py for the figures.
 demo: $(STAMP)
-	$(BIN)/scaling ladder run configs/ladders/cpu_demo.py --workdir=runs/demo
+	$(BIN)/scaling ladder run configs/ladders/cpu_demo.py --workdir=runs/demo --parallel=2
 	$(BIN)/scaling results collect runs/demo --out=runs/demo/results.csv
 	$(BIN)/scaling fit runs/demo --law=chinchilla --approach=3 --bootstrap=200 \
 	  --out=runs/demo/fit

@@ -99,13 +99,19 @@ def test_moe_sweep_keeps_active_params_or_says_moe_is_missing(tiny_ladder):
 
 
 def test_demo_ladder_expands_to_isoflop_curves_without_training():
-  cfg = load_config("configs/ladders/cpu_demo.py")
-  rungs = expand(cfg)
-  budgets = {r.budget for r in rungs}
-  assert len(budgets) == 3 and len(rungs) >= 9
-  assert all(sum(r.budget == b for r in rungs) >= 3 for b in budgets)
-  assert sum(r.counts["flops"] for r in rungs) < 2.5e12  # ~10 minutes at ~7e9 FLOP/s
-  assert len(expand(load_config("configs/ladders/cpu_demo.py:smoke"))) == 3
+  rungs = expand(load_config("configs/ladders/cpu_demo.py"))
+  fitted = [r for r in rungs if not r.holdout]
+  budgets = sorted({r.budget for r in fitted})
+  # Three fitted IsoFLOP profiles over one decade of compute, each with 4+ sizes.
+  assert budgets == [1e10, 3e10, 1e11] and len(fitted) == 15
+  assert all(sum(r.budget == b for r in fitted) >= 4 for b in budgets)
+  # A held-out rung at >= 3x the largest fitted compute, trained but not fitted.
+  (held,) = [r for r in rungs if r.holdout]
+  assert held.counts["flops"] >= 3 * max(r.counts["flops"] for r in fitted)
+  assert all(r.config.train.steps >= 140 for r in rungs)  # no rung is starved of steps
+  assert sum(r.counts["flops"] for r in rungs) < 1.3e12  # ~1.2e12: minutes on 2 cores
+  smoke = expand(load_config("configs/ladders/cpu_demo.py:smoke"))
+  assert len(smoke) == 7 and sum(r.holdout for r in smoke) == 1
 
 
 def test_gpu_ladders_hold_their_budgets_and_active_params():
