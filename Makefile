@@ -34,9 +34,15 @@ slurm:
 	    apt-get install -y -qq slurmctld slurmd slurm-client munge' >/dev/null 2>&1; } || \
 	  echo "note: Slurm is not installed; the Slurm tests will skip"
 
+# Tests compile the same tiny programs many times (in both xdist workers and in the ladder
+# workers they start): JAX's persistent compilation cache, fresh for every run so that a stale
+# entry can never hide a change, compiles each once.
 test: $(STAMP) slurm
 	$(BIN)/ruff check scaling configs experiments tests
+	rm -rf .jax-cache
 	XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu \
+	  JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.jax-cache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
+	  JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0 \
 	  $(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 lint: $(STAMP)
