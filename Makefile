@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint install clean slurm demo
+.PHONY: test test-demo lint install clean slurm demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,12 @@ test: $(STAMP) slurm
 	XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu \
 	  JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.jax-cache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
 	  JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0 \
-	  $(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+	  $(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not demo" tests
+
+# The demo's law at smoke size (tests/ladder/test_demo_law.py, ~3 min on 2 cores).
+test-demo: $(STAMP)
+	XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu \
+	  $(BIN)/python -m pytest -q -m demo tests/ladder/test_demo_law.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check scaling configs experiments tests

@@ -23,7 +23,8 @@ from scaling.fit import chinchilla, validation
 from scaling.fit import table as table_lib
 from tests.helpers import load_config
 
-pytestmark = pytest.mark.slow
+# Outside `make test` (its 15-minute budget on 2 cores); `make test-demo` runs it.
+pytestmark = [pytest.mark.slow, pytest.mark.demo]
 SMOKE = "configs/ladders/cpu_demo.py:smoke"
 
 
