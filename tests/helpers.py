@@ -13,3 +13,23 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def load_config(spec: str):
   """`configs/dense.py:tiny` (relative to the repository) -> the ConfigDict."""
   return config.load(os.fspath(ROOT / spec))
+
+
+def run_cli(capfd, argv: list[str]) -> tuple[int, str]:
+  """Runs `scaling ARGV` in-process; (exit status, stderr captured by pytest's `capfd`).
+
+  `scaling train` configures the root logger onto the captured stderr; it is restored after,
+  so one test's handlers never write into the next test's capture.
+  """
+  import logging
+
+  from scaling import cli
+
+  capfd.readouterr()
+  root = logging.getLogger()
+  handlers, level = root.handlers[:], root.level
+  try:
+    code = cli.main(argv)
+  finally:
+    root.handlers[:], root.level = handlers, level
+  return code, capfd.readouterr().err

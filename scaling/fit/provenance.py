@@ -68,19 +68,15 @@ def input_digest(path: str) -> dict:
 
 
 def _identity_of_run(folder, record: dict) -> str | None:
-  """A run's config identity (`scaling.train.identity`): as the run recorded it (result.json,
-  then identity.json), else computed by the same rule from its config.json or the config in
-  result.json (runs trained before identities were recorded); None without any config."""
+  """A run's config identity (`scaling.train.identity`): as result.json recorded it, else the
+  hash of what `identity.recorded` finds in the folder (identity.json, else the config of a run
+  trained before identities were recorded); None without any config."""
   from scaling.train import identity
 
   if record.get("config_identity"):
     return str(record["config_identity"])
-  folder = storage.Path(folder)
-  written = storage.read_json(folder / identity.IDENTITY) or {}
-  if written.get("config_identity"):
-    return str(written["config_identity"])
-  cfg = storage.read_json(folder / "config.json") or record.get("config")
-  return identity.identity_hash(cfg) if cfg else None
+  found = identity.recorded(folder)
+  return identity.identity_hash(found) if found is not None else None
 
 
 def _run_record(d) -> dict:

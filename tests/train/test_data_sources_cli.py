@@ -7,13 +7,11 @@ name that is not prepared, with downloads off, is one `error:` line and touches 
 """
 
 import json
-import logging
 
 import pytest
 
-from scaling import cli
 from tests.data.test_text_folder import TEXTS
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run_cli
 
 SMALL = {
     "model.num_layers": 1, "model.d_model": 32, "model.num_heads": 2, "model.num_kv_heads": 2,
@@ -29,14 +27,7 @@ def _train(capfd, workdir, **fields) -> tuple[int, str]:
   flags = {**SMALL, **{k.replace("__", "."): v for k, v in fields.items()}}
   argv = ["train", f"--config={ROOT / 'configs/dense.py'}:tiny", f"--workdir={workdir}"]
   argv += [f"--config.{k}={v}" for k, v in flags.items()]
-  capfd.readouterr()
-  root = logging.getLogger()
-  handlers, level = root.handlers[:], root.level
-  try:
-    code = cli.main(argv)
-  finally:  # `scaling train` configures logging onto this test's captured stderr
-    root.handlers[:], root.level = handlers, level
-  return code, capfd.readouterr().err
+  return run_cli(capfd, argv)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ outside the identity (mesh, cadence) may change, so an elastic resume on another
 """
 
 import json
-import logging
 import os
 import shutil
 import signal
@@ -18,12 +17,12 @@ import time
 import jax
 import pytest
 
-from scaling import cli, storage
+from scaling import storage
 from scaling.errors import ScalingError
 from scaling.ladder.spec import run_id
 from scaling.train import identity
 from scaling.train.loop import train
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run_cli
 from tests.train.conftest import make_tiny_cfg
 from tests.train.test_resume import _flags
 
@@ -43,18 +42,6 @@ def _argv(cfg, workdir, *extra) -> list[str]:
   argv = _flags(cfg, workdir)[3:]
   argv[1] = f"--config={ROOT / 'configs/dense.py'}:tiny"  # any working directory
   return argv + list(extra)
-
-
-def _cli(capfd, argv) -> tuple[int, str]:
-  """Runs `scaling ARGV` in-process; (exit status, stderr)."""
-  capfd.readouterr()
-  root = logging.getLogger()
-  handlers, level = root.handlers[:], root.level
-  try:
-    code = cli.main(argv)
-  finally:  # `scaling train` configures logging onto this test's captured stderr
-    root.handlers[:], root.level = handlers, level
-  return code, capfd.readouterr().err
 
 
 def _one_error_line(err: str) -> str:
@@ -99,7 +86,7 @@ def test_changed_config_on_interrupted_workdir_is_refused_and_nothing_changes(
   before = _snapshot(run)
   assert any(p.startswith("checkpoints/") for p in before) and "result.json" in before
   assert any(p.startswith("tb/") for p in before) and "metrics.jsonl" in before
-  code, err = _cli(capfd, _argv(cfg, run, "--config.model.num_layers=3",
+  code, err = run_cli(capfd, _argv(cfg, run, "--config.model.num_layers=3",
                                  "--config.train.steps=12"))
   assert code == 2
   line = _one_error_line(err)
@@ -127,7 +114,7 @@ def test_changed_config_on_complete_workdir_is_refused(tiny_cfg, tmp_path, capfd
   assert json.loads((run / "identity.json").read_text())["config_identity"] == (
       first["config_identity"])
   before = _snapshot(run)
-  code, err = _cli(capfd, _argv(tiny_cfg, run, "--config.model.d_model=64"))
+  code, err = run_cli(capfd, _argv(tiny_cfg, run, "--config.model.d_model=64"))
   assert code == 2 and "model.d_model 32 -> 64" in _one_error_line(err)
   assert _snapshot(run) == before
   # Fields outside the identity may differ: the complete run is reported, not retrained.
@@ -199,7 +186,7 @@ def test_workdir_naming_a_file_is_one_line(tiny_cfg, tmp_path, capfd):
   f = tmp_path / "notes.txt"
   f.write_text("mine")
   for workdir in (f, f / "run"):
-    code, err = _cli(capfd, _argv(tiny_cfg, workdir))
+    code, err = run_cli(capfd, _argv(tiny_cfg, workdir))
     assert code == 2
     assert str(f) in _one_error_line(err) and "not a folder" in err
   assert f.read_text() == "mine"
@@ -215,7 +202,7 @@ def test_unreachable_bucket_is_one_line_before_anything_compiles(tiny_cfg, monke
   compiled = []
   monkeypatch.setattr("scaling.train.loop.build_trainer", lambda *a, **k: compiled.append(1))
   began = time.time()
-  code, err = _cli(capfd, _argv(tiny_cfg, "gs://some-bucket/runs/x"))
+  code, err = run_cli(capfd, _argv(tiny_cfg, "gs://some-bucket/runs/x"))
   assert code == 2 and not compiled
   line = _one_error_line(err)
   assert "gs://some-bucket/runs/x" in line and "refused" in line, line
