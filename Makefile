@@ -17,12 +17,14 @@ install: $(STAMP)
 # The main job: train the CPU demo ladder (15 fitted IsoFLOP runs and one held-out run) on the
 # embedded synthetic language, two runs at a time (one per core: these tiny models use about
 # one core each), then fit the Chinchilla law with bootstrap intervals, the held-out prediction,
-# self-checks and plots into runs/demo/fit. See configs/ladders/cpu_demo.py for the figures.
+# self-checks and plots into runs/demo/fit. The ladder's sizes and budgets are chosen, so the
+# bootstrap resamples the fit's residuals, not the runs (experiments/bootstrap_coverage.py
+# measures both on this design). See configs/ladders/cpu_demo.py for the figures.
 demo: $(STAMP)
 	$(BIN)/scaling ladder run configs/ladders/cpu_demo.py --workdir=runs/demo --parallel=2
 	$(BIN)/scaling results collect runs/demo --out=runs/demo/results.csv
 	$(BIN)/scaling fit runs/demo --law=chinchilla --approach=3 --bootstrap=200 \
-	  --out=runs/demo/fit
+	  --resample=residuals --out=runs/demo/fit
 
 # Slurm for the batch-job tests (tests/ladder/test_slurm.py starts a one-node cluster on
 # localhost). Best effort: Debian/Ubuntu as root only, a no-op once installed, never fails the
@@ -45,10 +47,13 @@ test: $(STAMP) slurm
 	  JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0 \
 	  $(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not demo" tests
 
-# The demo's law at smoke size (tests/ladder/test_demo_law.py, ~3 min on 2 cores).
+# The demo's law at smoke size (tests/ladder/test_demo_law.py, ~3 min on 2 cores) and the
+# cooldown branches of configs/ladders/cpu_branches.py against the same grid of cosine runs
+# (tests/ladder/test_cpu_branches.py).
 test-demo: $(STAMP)
 	XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu \
-	  $(BIN)/python -m pytest -q -m demo tests/ladder/test_demo_law.py
+	  $(BIN)/python -m pytest -q -m demo tests/ladder/test_demo_law.py \
+	  tests/ladder/test_cpu_branches.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check scaling configs experiments tests

@@ -137,6 +137,21 @@ def flops_per_token(m: ml_collections.ConfigDict, seq_len: int) -> dict[str, flo
           "chinchilla": float(chin)}
 
 
+def run_counts(cfg: ml_collections.ConfigDict) -> dict:
+  """N, total/active params, tokens D and FLOPs C (by every method) of the configured run.
+
+  D = train.steps x train.global_batch x train.seq_len; C = D x FLOPs per token by
+  `train.flops_method` (and by every method in `flops_by_method`).
+  """
+  counts = param_counts(cfg.model)
+  tokens = cfg.train.steps * cfg.train.global_batch * cfg.train.seq_len
+  per_token = flops_per_token(cfg.model, cfg.train.seq_len)
+  return dict(**counts, tokens=tokens, flops=per_token[cfg.train.flops_method] * tokens,
+              flops_method=cfg.train.flops_method,
+              flops_by_method={k: v * tokens for k, v in per_token.items()},
+              flops_per_token=per_token[cfg.train.flops_method])
+
+
 def _optimizer_bytes(shape: tuple[int, ...], optimizer: str) -> int:
   """float32 optimizer-state scalars per parameter tensor, times 4 bytes."""
   size = math.prod(shape)

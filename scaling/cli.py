@@ -19,8 +19,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("scaling.commands.train", "Train one run into --workdir."),
     "ladder": ("scaling.commands.ladder", "Show, run or inspect a ladder of runs."),
     "results": ("scaling.commands.results", "Collect run records into one table."),
-    "fit": ("scaling.fit.cli:fit_main", "Fit a scaling law to a results table."),
-    "plan": ("scaling.fit.cli:plan_main", "Compute-optimal model size and tokens for a budget."),
+    "fit": ("scaling.commands.fit:fit_main", "Fit a scaling law to a results table."),
+    "plan": ("scaling.commands.fit:plan_main",
+             "Compute-optimal model size and tokens for a budget."),
 }
 
 

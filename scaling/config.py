@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from scaling import hparam_rules
 from scaling.errors import require
 
 MESH_AXES = ("data", "model", "expert")
@@ -91,6 +92,7 @@ def default_config() -> ml_collections.ConfigDict:
   t.warmup_steps = 20
   t.schedule = "cosine"
   t.decay_fraction = 0.2  # wsd: final fraction of steps spent decaying
+  t.decay_shape = "linear"  # wsd: "linear" (MiniCPM) | "1-sqrt" (Hagele et al. 2024)
   t.weight_decay = 0.1
   t.b1 = 0.9
   t.b2 = 0.95
@@ -104,7 +106,9 @@ def default_config() -> ml_collections.ConfigDict:
   t.checkpoint_every = 100
   t.keep_checkpoints = 2
   t.flops_method = "chinchilla"
-  t.hparam_rule = ""  # "deepseek": lr and batch from the run's FLOPs (DeepSeek LLM, Eq. 1)
+  # lr and batch from size (`scaling.hparam_rules`): "deepseek" (DeepSeek LLM Eq. 1, from C) or
+  # "fit:LR.json[,BATCH.json]" (laws fitted by `scaling fit --law=lr|batch`); "" keeps them.
+  t.hparam_rule = ""
   t.hardware = ""  # "" = detect
 
   from scaling.data.pipeline import default_config as data_defaults  # owns the data knobs
@@ -212,9 +216,15 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
           f"train.optimizer={t.optimizer!r} is unknown; choose adamw, adafactor or lion")
   require(t.schedule in ("cosine", "wsd", "constant"),
           f"train.schedule={t.schedule!r} is unknown; choose cosine, wsd or constant")
+  require(t.get("decay_shape", "linear") in ("linear", "1-sqrt"),
+          f"train.decay_shape={t.get('decay_shape')!r} is unknown; choose 'linear' or '1-sqrt'")
+  require(t.schedule != "wsd" or 0 < t.decay_fraction <= 1,
+          f"train.decay_fraction={t.decay_fraction} must be in (0, 1] (the final fraction of "
+          "the run spent decaying; default 0.2)")
   require(0 <= t.warmup_steps < t.steps or t.steps == 1,
           f"train.warmup_steps={t.warmup_steps} must be in [0, train.steps={t.steps})")
   require(t.lr > 0, f"train.lr={t.lr} must be positive")
+  hparam_rules.parse(t.get("hparam_rule", ""))  # reads a `fit:` rule's files, naming the field
   require(t.flops_method in ("6N", "kaplan", "chinchilla"),
           f"train.flops_method={t.flops_method!r}; choose 6N, kaplan or chinchilla")
   for axis in MESH_AXES:

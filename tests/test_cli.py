@@ -89,7 +89,7 @@ def test_fit_and_plan_inputs_are_one_line(argv, needle, capsys):
 
 
 def test_fit_keeps_the_argv_for_provenance():
-  from scaling.fit import cli as fit_cli
+  from scaling.commands import fit as fit_cli
 
   argv = ["t.csv", "--drop-highest-loss", "5", "--columns=params=Model Size", "--filter", "a=b",
           "--filter=c=d"]

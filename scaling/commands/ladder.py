@@ -114,24 +114,47 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
   return "\n".join(lines)
 
 
+def _grouped(rungs: list) -> list:
+  """The rungs in ladder order, each wsd trunk followed by its branches."""
+  out = []
+  for r in rungs:
+    if r.parent is None:
+      out.append(r)
+      out += [b for b in rungs if b.parent == r.run_id]
+  return out + [r for r in rungs if r not in out]
+
+
+def _fork(r) -> str:
+  return {"trunk": "trunk", "branch": f"@{r.branch_step}"}.get(r.role, "-")
+
+
 def _show(fv) -> int:
-  rungs = _expand(fv)
+  rungs = _grouped(_expand(fv))
   lad = fv["config"].value.ladder
   if fv["json"].value:
     for r in rungs:
       print(json.dumps(r.row(), sort_keys=True))
     return 0
-  rows = [[r.run_id, f"{r.sweep}/{r.label}", r.row()["shape"],
+  # C is the (N, D) point's compute; a branch spends only its steps after the fork.
+  rows = [[r.run_id, f"{r.sweep}/{r.label}", _fork(r), r.row()["shape"],
            _human(r.counts["params_non_embedding"]), _human(r.counts["params_active"]),
-           _human(r.counts["tokens"]), f"{r.counts['flops']:.3g}",
+           _human(r.counts["tokens"]), f"{r.counts['flops']:.3g}", f"{r.spent_flops:.3g}",
            f"{r.budget:.3g}" if r.budget else "-", str(r.config.train.steps),
            str(r.config.train.global_batch), f"{r.config.train.lr:.3g}",
            _duration(r.est_time_s)] for r in rungs]
-  print(_table(["run_id", "rung", "shape", "N", "N_active", "D", "C", "budget", "steps",
-                "batch", "lr", "est_time"], rows))
+  print(_table(["run_id", "rung", "fork", "shape", "N", "N_active", "D", "C", "C_spent",
+                "budget", "steps", "batch", "lr", "est_time"], rows))
   total = sum(r.est_time_s for r in rungs)
-  print(f"{len(rungs)} runs, {sum(r.counts['flops'] for r in rungs):.3g} FLOPs; estimated "
+  print(f"{len(rungs)} runs, {sum(r.spent_flops for r in rungs):.3g} FLOPs; estimated "
         f"{_duration(total)} on {lad.devices} x {lad.hardware} at MFU {lad.mfu}")
+  trunks = [r for r in rungs if r.role == "trunk"]
+  if trunks:
+    branches = [r for r in rungs if r.role == "branch"]
+    spent = sum(r.spent_flops for r in trunks + branches)
+    alone = sum(r.independent_flops for r in branches)
+    print(f"wsd: {len(trunks)} trunks and {len(branches)} cooldown branches spend {spent:.3g} "
+          f"FLOPs for {len(branches)} (N, D) points; the same grid as independent runs: "
+          f"{alone:.3g} FLOPs ({spent / alone:.0%})")
   return 0
 
 
@@ -147,7 +170,7 @@ def _run(fv) -> int:
   rungs = _expand(fv)  # every rung is validated before anything is launched
   lad = fv["config"].value.ladder
   if fv["dry_run"].value and backend == "local":
-    for r in rungs:
+    for r in runner.ordered(rungs):
       print(" ".join(runner.worker_command(workdir, r.run_id)))
     return 0
   from scaling import storage
@@ -182,14 +205,19 @@ def _status(fv, workdir: str) -> int:
     s["job"] = task["job"] if task else None
     s.update(rung=f"{row['sweep']}/{row['label']}", steps=row["steps"])
     out.append(s)
+  from scaling.ladder import tuning
+
+  warnings = tuning.mark_status(manifest["runs"], out)  # best variant per rung, under-tuned
   if fv["json"].value:
     for s in out:
       print(json.dumps(s, sort_keys=True))
     return 0
   rows = [[s["run_id"], s["rung"], s["state"], f"{s['steps_done']}/{s['steps']}",
            f"{s['eval_loss']:.4f}" if s["eval_loss"] is not None else "-",
-           _duration(s["wall_time_s"]), s["job"] or "-"] for s in out]
-  print(_table(["run_id", "rung", "state", "steps", "eval_loss", "wall", "job"], rows))
+           _duration(s["wall_time_s"]), s["job"] or "-", s["tune"]] for s in out]
+  print(_table(["run_id", "rung", "state", "steps", "eval_loss", "wall", "job", "tune"], rows))
+  for line in warnings:
+    print(line, file=sys.stderr)
   counts: dict[str, int] = {}
   for s in out:
     counts[s["state"]] = counts.get(s["state"], 0) + 1
@@ -205,8 +233,10 @@ def _worker(fv, workdir: str) -> int:
     raise ScalingError("scaling ladder worker needs --run_id=ID (see `scaling ladder status`)")
   from scaling.ladder import runner
   from scaling.parallel.distributed import maybe_initialize
+  from scaling.train.compile_cache import use_ladder_cache
 
   maybe_initialize()  # pod slices and multi-task Slurm steps are detected
+  use_ladder_cache(workdir)  # rungs of one depth share their programs
   state = runner.work(workdir, run_id)
   print(f"{run_id}: {state['state']}")
   return 0 if state["state"] == "complete" else 1

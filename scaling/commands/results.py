@@ -4,8 +4,9 @@ reads.
 Gathers every `DIR/runs/<run_id>/result.json` into one table (columns in
 `scaling.ladder.results.COLUMNS` and the README). `--out` ending in `.jsonl` or `.json` writes
 JSON lines, anything else CSV; without `--out` the CSV goes to stdout. Only complete runs are
-listed unless `--all`. An unreadable `result.json` is named on stderr and counted in the
-summary line; `--strict` makes it an error.
+listed unless `--all`, which also lists every eval of a wsd trunk as a `mid-run` row
+(`scaling fit` leaves those out unless `--filter point=mid-run`). An unreadable `result.json`
+is named on stderr and counted in the summary line; `--strict` makes it an error.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ PROG = "scaling results collect"
 def _define(fv: flags.FlagValues) -> None:
   flags.DEFINE_string("out", None, "Table to write (.csv, or .jsonl/.json for JSON lines); "
                       "default: CSV on stdout.", flag_values=fv)
-  flags.DEFINE_bool("all", False, "Also list runs that are not complete (failed, interrupted).",
-                    flag_values=fv)
+  flags.DEFINE_bool("all", False, "Also list runs that are not complete (failed, interrupted) "
+                    "and the mid-run evals of wsd trunks.", flag_values=fv)
   flags.DEFINE_bool("strict", False, "An unreadable result.json is an error (exit 2) instead "
                     "of a named, counted skip.", flag_values=fv)
 
@@ -48,6 +49,9 @@ def main(argv: list[str]) -> int:
   notes = [results.report_unreadable(got.unreadable, strict=fv["strict"].value)]
   if got.skipped:
     notes.insert(0, f"{got.skipped} incomplete runs left out; --all lists them")
+  if got.trunks and not fv["all"].value:
+    notes.insert(0, f"{got.trunks} wsd trunks left out (their evals are mid-run points); --all "
+                 "lists them")
   note = "; ".join(n for n in notes if n)
   note = f" ({note})" if note else ""
   if fv["out"].value:

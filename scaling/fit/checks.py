@@ -19,6 +19,7 @@ import numpy as np
 from scaling.errors import ScalingError
 from scaling.fit import core
 from scaling.fit.core import Fit, fmt_num
+from scaling.fit.laws import HPARAM_LAWS
 from scaling.fit.table import Table
 
 TREND_P = 0.01  # residual_trend: two-sided Spearman p-value per variable (N, D)
@@ -64,6 +65,8 @@ def check_isoflop_edge(fit: Fit, table: Table | None) -> dict:
   fit a parabola whose minimum must be inside it)."""
   if table is None:
     return _skip("isoflop_edge", "no run table")
+  if fit is not None and fit.law in HPARAM_LAWS:
+    return _skip("isoflop_edge", f"the {fit.law} law fits optima, not losses")
   b = table.get("budget")
   if b is None:
     return _skip("isoflop_edge", "no 'budget' column (no IsoFLOP profiles)")
@@ -109,6 +112,7 @@ def check_floor(fit: Fit, table: Table | None) -> dict:
 
 _EXPONENTS = {"alpha", "beta", "alpha_N", "alpha_D", "gamma"}
 _FRONTIER_EXPONENTS = {"a", "b"}  # approaches 1 and 2 (in krajewski, a and b are scales)
+_HPARAM_EXPONENTS = {"a", "b", "e"}  # lr* = c N^a D^b, B* = k C^e
 
 
 def check_interval_bounds(fit: Fit, table: Table | None) -> dict:
@@ -120,7 +124,8 @@ def check_interval_bounds(fit: Fit, table: Table | None) -> dict:
     return _skip("interval_bounds", "no bootstrap (run with --bootstrap=K)")
   linear = fit.law == "clark"  # its coefficients are signed, with no natural bounds
   window = fit.info.get("bootstrap_window") if fit.method == "varpro" else None
-  exponents = _FRONTIER_EXPONENTS if fit.approach in (1, 2) else _EXPONENTS
+  exponents = (_FRONTIER_EXPONENTS if fit.approach in (1, 2) else
+               _HPARAM_EXPONENTS if fit.law in HPARAM_LAWS else _EXPONENTS)
   bad = []
   for k, v in fit.params.items():
     s = np.asarray(fit.samples.get(k, []), np.float64)
@@ -263,25 +268,57 @@ def check_leave_one_budget_out(fit: Fit, table: Table | None) -> dict:
 _TRUE = {"1", "1.0", "true", "yes", "y", "t"}
 
 
-def check_under_tuned(fit: Fit, table: Table | None) -> dict:
-  """Runs the ladder marked `under_tuned` (e.g. their LR sweep's best sat at an edge): a fit
-  over untuned rungs measures the tuning, not the scaling (Li et al. 2025 on hyperparameters)."""
-  if table is None:
-    return _skip("under_tuned", "no run table")
+def _under_tuned_marks(table: Table) -> list[str] | None:
+  """Each row's under-tuned mark: `up` / `down` (the LR sweep), `batch:up` ... (another swept
+  quantity, in the tables `scaling.fit.hparam_laws` fits), `?` (a bare true), '' (tuned);
+  None without the column."""
   col = table.get("under_tuned")
   if col is not None:
-    flags = np.asarray(col, np.float64) > 0
-  elif "under_tuned" in table.extra:
-    flags = np.array([v.strip().lower() in _TRUE for v in table.extra["under_tuned"]])
-  else:
+    return ["?" if v > 0 else "" for v in np.asarray(col, np.float64)]
+  if "under_tuned" not in table.extra:
+    return None
+  out = []
+  for v in table.extra["under_tuned"]:
+    v = v.strip().lower()
+    out.append(v if v.rpartition(":")[2] in ("up", "down") else "?" if v in _TRUE else "")
+  return out
+
+
+def check_under_tuned(fit: Fit, table: Table | None) -> dict:
+  """Runs the ladder marked `under_tuned`: their hyperparameter sweep's best sat at its edge
+  (`scaling.ladder.tuning`), so the optimum lies outside the sweep. A fit over such rungs
+  measures the tuning, not the scaling (Porian et al. 2024 trace most of the Kaplan-Chinchilla
+  gap to tuning; Li et al. 2025 on hyperparameters). The detail says which way to extend."""
+  from scaling.ladder import tuning
+
+  if table is None:
+    return _skip("under_tuned", "no run table")
+  marks = _under_tuned_marks(table)
+  if marks is None:
     return _skip("under_tuned", "the table has no 'under_tuned' column")
-  ids = [table.run_id[i] for i in np.flatnonzero(flags)]
-  if not ids:
+  idx = [i for i, m in enumerate(marks) if m]
+  if not idx:
     return _check("under_tuned", True, f"none of {len(table)} runs is marked under-tuned")
-  return _check("under_tuned", False, f"{len(ids)} of {len(table)} runs are under-tuned ("
-                + ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "") + "): tune their "
-                "learning rate (an LR sweep per rung) or leave them out "
-                "(--filter under_tuned=False)")
+  groups = table.extra.get("tune_group") or [None] * len(table)
+  best = table.extra.get("sweep_best") or ["1"] * len(table)
+  shown: dict = {}  # one line per rung: its best variant when the table lists them all
+  for i in sorted(idx, key=lambda i: best[i].strip() != "1"):
+    shown.setdefault(groups[i] if groups[i] not in (None, "", "None") else i, i)
+  parts = []
+  for i in list(shown.values())[:5]:
+    param, _, way = marks[i].rpartition(":")
+    param = param or "lr"
+    if way not in ("up", "down"):
+      parts.append(f"{table.run_id[i]}")
+      continue
+    key = {"lr": ("lr_mult", "lr"), "batch": ("batch_mult", "batch_tokens")}.get(param)
+    mult, value = ((table.extra.get(k) or [None] * len(table))[i] for k in key) if key else (
+        None, None)
+    parts.append(f"{table.run_id[i]}: {tuning.hint(way, mult, value, param)}")
+  more = ", ..." if len(shown) > 5 else ""
+  return _check("under_tuned", False, f"{len(idx)} of {len(table)} runs are under-tuned ("
+                + "; ".join(parts) + more + "): extend those sweeps, or leave the rungs out "
+                "(--filter under_tuned= keeps the rest)")
 
 
 CHECKS = (check_budgets, check_isoflop_edge, check_floor, check_interval_bounds,

@@ -46,14 +46,17 @@ def add_derived(fit: Fit, predict_flops: float, flops_per_param_token: float = 6
 
 
 def approach3(table: Table, *, method: str = "grid", bootstrap: int = 0, seed: int = 0,
-              predict_flops: float | None = None, flops_per_param_token: float = 6.0) -> Fit:
+              predict_flops: float | None = None, flops_per_param_token: float = 6.0,
+              resample: str = "runs") -> Fit:
   """Approach 3: the parametric fit plus its compute-optimal frontier.
 
   Args:
+    resample: the bootstrap's resampling, `runs` or `residuals` (`core.bootstrap_grid`).
     predict_flops: budget (FLOPs) for the N_opt / D_opt / loss prediction; default 10x the
       largest run's compute.
   """
-  fit = core.fit_law(table, "chinchilla", bootstrap=bootstrap, seed=seed, method=method)
+  fit = core.fit_law(table, "chinchilla", bootstrap=bootstrap, seed=seed, method=method,
+                     resample=resample)
   fit.approach = 3
   predict_flops = predict_flops or 10.0 * float(np.max(table.flops))
   return add_derived(fit, predict_flops, flops_per_param_token)

@@ -2,210 +2,31 @@
 
 A fit is Hoffmann et al.'s procedure (2022, Sec. 3.3, App. D.2): Huber (delta = 1e-3) on the
 log of the loss, L-BFGS from every point of a grid, keep the best. The grid runs as one batched
-program (`optim.minimize_batched`). The bootstrap resamples runs with replacement (Efron 1979);
-a resample is a vector of counts used as weights in the same objective, so all replicates share
-one compiled program and run side by side.
+program (`optim.minimize_batched`). The bootstrap resamples runs with replacement (Efron 1979),
+as a vector of counts used as weights in the same objective, or resamples the fit's residuals
+(`residual_replicates`); either way all replicates share one compiled program and run side by
+side.
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 
 from scaling.errors import ScalingError
 from scaling.fit import laws as laws_lib
-from scaling.fit import optim
+from scaling.fit import optim, predict, varpro
+
+# Re-exported: `scaling.fit.core.Fit`, `.design`, ... are where callers have always found them.
+from scaling.fit.base import (  # noqa: F401
+  LAW_WORDS,
+  X_COLUMNS,
+  Fit,
+  check_identifiable,
+  design,
+  fmt_num,
+  resample_counts,
+)
 from scaling.fit.table import Table
-
-# Which table column each law's `logX` reads; `x` picks it for single-variable laws.
-X_COLUMNS = {"params": "params", "N": "params", "tokens": "tokens", "D": "tokens",
-             "flops": "flops", "C": "flops"}
-
-
-@dataclasses.dataclass
-class Fit:
-  """A fitted law with its uncertainty.
-
-  Attributes:
-    law: `chinchilla`, `kaplan`, `kaplan_nd`, `power`, `clark` or `krajewski`.
-    approach: Chinchilla approach (1, 2, 3) or None.
-    method: `grid` (Hoffmann's procedure), `varpro`, `envelope` (approach 1), `isoflop`
-      (approach 2), `ols`.
-    params: fitted parameters by their published names (`E`, `A`, `B`, `alpha`, `beta`, ...).
-    derived: derived quantities (`a`, `b`, `G`, N_opt/D_opt/loss at `prediction_flops`, ...).
-    n_points: runs (or envelope points) used.
-    samples: bootstrap replicates of every parameter and derived quantity (empty if none).
-    ci: two-sided level of the percentile intervals.
-    objective: final value of the fitted objective (Huber sum), when there is one.
-    info: everything else a report shows (x variable, preparation notes, per-budget minima).
-    goodness: fit quality on log loss (`predict.goodness`): `r2`, `rmse_log`, `s_log` (the
-      residual standard deviation on n - p degrees of freedom), `dof`, `n`.
-    checks: self-checks (`checks.run_checks`), each `{name, ok, detail}`.
-    validation: held-out runs and their predictions (`validation.validate`).
-    provenance: where the law came from (`provenance.build`).
-  """
-  law: str
-  approach: int | None
-  method: str
-  params: dict[str, float]
-  derived: dict[str, float] = dataclasses.field(default_factory=dict)
-  n_points: int = 0
-  samples: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
-  ci: float = 0.95
-  objective: float | None = None
-  info: dict = dataclasses.field(default_factory=dict)
-  goodness: dict = dataclasses.field(default_factory=dict)
-  checks: list[dict] = dataclasses.field(default_factory=list)
-  validation: list[dict] = dataclasses.field(default_factory=list)
-  provenance: dict = dataclasses.field(default_factory=dict)
-
-  def intervals(self) -> dict[str, list[float]]:
-    """Percentile bootstrap intervals `[low, high]` for every sampled quantity."""
-    lo, hi = 50 * (1 - self.ci), 50 * (1 + self.ci)
-    out = {}
-    for k, v in self.samples.items():
-      v = np.asarray(v, np.float64)
-      v = v[np.isfinite(v)]
-      if v.size:
-        out[k] = [float(np.percentile(v, lo)), float(np.percentile(v, hi))]
-    return out
-
-  def to_json(self, include_samples: bool = False) -> dict:
-    """The contract of `scaling fit --json`: law, approach, params, intervals,
-    n_points, plus the derived quantities as top-level keys (`a`, `b`, ...)."""
-    out = {"law": self.law, "approach": self.approach, "method": self.method,
-           "params": {k: float(v) for k, v in self.params.items()},
-           "intervals": self.intervals(), "n_points": int(self.n_points),
-           "ci": self.ci, "bootstrap": int(_n_samples(self.samples)),
-           "derived": {k: _num(v) for k, v in self.derived.items()}}
-    for k, v in self.derived.items():
-      out.setdefault(k, _num(v))
-    if self.objective is not None:
-      out["objective"] = float(self.objective)
-    out["info"] = _jsonable(self.info)
-    if self.goodness:
-      out["goodness"] = _jsonable(self.goodness)
-    out["checks"] = _jsonable(self.checks)
-    out["validation"] = _jsonable(self.validation)
-    if self.provenance:
-      out["provenance"] = _jsonable(self.provenance)
-    if include_samples and self.samples:
-      out["samples"] = {k: [float(x) for x in np.asarray(v)] for k, v in self.samples.items()}
-    return out
-
-  @classmethod
-  def from_json(cls, obj: dict) -> Fit:
-    """Inverse of `to_json` (samples restored when they were written)."""
-    samples = {k: np.asarray(v, np.float64) for k, v in obj.get("samples", {}).items()}
-    return cls(obj["law"], obj.get("approach"), obj.get("method", "grid"),
-               dict(obj["params"]), dict(obj.get("derived", {})), int(obj.get("n_points", 0)),
-               samples, float(obj.get("ci", 0.95)), obj.get("objective"),
-               dict(obj.get("info", {})), dict(obj.get("goodness", {})),
-               list(obj.get("checks", [])), list(obj.get("validation", [])),
-               dict(obj.get("provenance", {})))
-
-
-def _n_samples(samples) -> int:
-  return len(next(iter(samples.values()))) if samples else 0
-
-
-def _num(v):
-  try:
-    return float(v)
-  except (TypeError, ValueError):
-    return v
-
-
-def _jsonable(x):
-  if isinstance(x, dict):
-    return {str(k): _jsonable(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_jsonable(v) for v in x]
-  if isinstance(x, np.ndarray):
-    return [_jsonable(v) for v in x.tolist()]
-  if isinstance(x, (np.floating, np.integer)):
-    return x.item()
-  return x
-
-
-def design(table: Table, law: str, x: str | None = None) -> dict[str, np.ndarray]:
-  """The arrays `laws.LAWS[law].log_predict` reads, from `table` (logs of N, D, C, E, G, L)."""
-  spec = laws_lib.LAWS[law]
-  d = {"logL": np.log(table.loss), "w": np.ones(len(table))}
-  for key in spec.inputs:
-    if key == "logN":
-      col = table.params
-      if law == "clark":
-        # Clark et al. 2022 measure size by the dense model a routed model is built from,
-        # i.e. the parameters active per token.
-        col = table.get("params_active") if table.get("params_active") is not None else col
-      d["logN"] = np.log(col)
-    elif key == "logD":
-      d["logD"] = np.log(table.tokens)
-    elif key == "logE":
-      d["logE"] = np.log(table.require("experts", f"by the {law} law (number of experts)"))
-    elif key == "logG":
-      d["logG"] = np.log(table.require("granularity", f"by the {law} law (granularity G)"))
-    elif key == "logX":
-      if x not in X_COLUMNS:
-        raise ScalingError(f"--x={x!r}: choose params, tokens or flops for the {law} law")
-      col = X_COLUMNS[x]
-      d["logX"] = np.log(table.flops if col == "flops" else table.get(col))
-  return d
-
-
-# How messages name each law and each input that must vary (the `design` keys).
-LAW_WORDS = {"chinchilla": "a Chinchilla law", "kaplan_nd": "the joint Kaplan law",
-             "power": "a power law", "kaplan": "a Kaplan power law", "clark": "the Clark law",
-             "krajewski": "the Krajewski law"}
-_INPUT_WORDS = {"logN": ("N", "model sizes"), "logD": ("D", "token counts"),
-                "logE": ("experts", "expert counts"), "logG": ("G", "granularities"),
-                "logX": ("X", "values of the x variable")}
-
-
-def fmt_num(v: float) -> str:
-  """Short number for messages: 1e6, 2.5e-3, 0.25 (not 1e+06)."""
-  return (f"{float(v):.3g}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-"))
-
-
-def check_identifiable(table: Table, law: str, x: str | None = None) -> None:
-  """Refuses tables that cannot identify `law`, saying what is missing.
-
-  A law needs every input it reads to take two or more values (a Chinchilla law cannot split
-  A/N^alpha from E when every run has the same N), a loss that varies, and at least P + 1
-  distinct design points for its P parameters (one more than P, so the residual scatter has a
-  degree of freedom: the prediction intervals need it).
-
-  Raises:
-    ScalingError: naming the input, the count and the fix.
-  """
-  spec = laws_lib.LAWS[law]
-  data = design(table, law, x)
-  n, p, words = len(table), len(spec.theta_names), LAW_WORDS.get(law, f"the {law} law")
-  runs = "the only run has" if n == 1 else f"all {n} runs have"
-  symbols = []
-  for key in spec.inputs:
-    sym, plural = _INPUT_WORDS[key]
-    if key == "logX":
-      sym, plural = {"params": ("N", "model sizes"), "tokens": ("D", "token counts"),
-                     "flops": ("C", "compute budgets")}[X_COLUMNS[x]]
-    symbols.append(sym)
-    if np.unique(data[key]).size < 2:
-      raise ScalingError(f"{table.source}: {runs} {sym} = {fmt_num(np.exp(data[key][0]))}: "
-                         f"{words} needs runs at two or more {plural}")
-  loss = table.loss
-  if np.ptp(loss) <= 1e-12 * float(np.max(loss)):
-    raise ScalingError(f"{table.source}: {runs} loss = {fmt_num(loss[0])}: a loss that does "
-                       f"not vary cannot fit {words}; check the loss column (--columns "
-                       "loss=NAME) and that the runs trained")
-  points = np.unique(np.stack([data[k] for k in spec.inputs], -1), axis=0).shape[0]
-  if points <= p:
-    what = (f"{n} runs at only {points} distinct points" if points < n else f"{n} runs")
-    raise ScalingError(f"{table.source}: {what} cannot determine the {p} parameters of {words}; "
-                       f"add runs at {p + 1 - points} or more new "
-                       f"({', '.join(symbols)}) points "
-                       f"(at least {p + 1} distinct in all)")
 
 
 def fit_grid(table: Table, law: str = "chinchilla", *, x: str | None = None,
@@ -259,35 +80,62 @@ def bootstrap_starts(state: dict, k: int = 4) -> np.ndarray:
   return np.stack(chosen)
 
 
-def resample_counts(n: int, samples: int, seed: int = 0,
-                    strata: np.ndarray | None = None) -> np.ndarray:
-  """Bootstrap resamples as counts `[samples, n]` (each row sums to n).
+RESAMPLING = {
+    "runs": "runs, with replacement",
+    "residuals": "residuals of the fit, with replacement (fixed design)",
+}
 
-  With `strata` (a label per row) rows are resampled within each stratum, e.g. within an
-  IsoFLOP budget so that every budget keeps its size.
+
+def residual_replicates(state: dict, law: str, samples: int, seed: int = 0) -> np.ndarray:
+  """Log-losses `[samples, n]` of a model-based (residual) bootstrap of a grid fit.
+
+  Each replicate is the fitted log-loss plus residuals drawn with replacement, centred and
+  inflated by sqrt(n / (n - P)) for the P fitted parameters (Davison & Hinkley 1997, Sec. 6.3,
+  Alg. 6.3; Efron & Tibshirani 1993, Sec. 9.5). This is the bootstrap of a designed experiment:
+  the (N, D) of a ladder's rungs were chosen, only their losses are random. Resampling runs
+  instead also resamples the design, which for a ladder of a dozen runs often drops a whole
+  budget or size and widens intervals beyond what the noise explains. It assumes the law's form
+  is right and the scatter the same everywhere; the fit's `residual_trend` check tests both.
   """
+  import jax
+  import jax.numpy as jnp
+
+  data, theta = state["data"], state["theta"]
+  with jax.enable_x64(True):
+    fitted = np.asarray(laws_lib.LAWS[law].log_predict(
+        jnp.asarray(theta, jnp.float64), {k: jnp.asarray(v, jnp.float64) for k, v in
+                                          data.items()}))
+  n, p = len(fitted), len(theta)
+  if n <= p:
+    raise ScalingError(f"--resample=residuals needs more runs than the law's {p} parameters; "
+                       f"the table has {n}: use --resample=runs or add runs")
+  r = data["logL"] - fitted
+  r = (r - r.mean()) * np.sqrt(n / (n - p))
   rng = np.random.default_rng(seed)
-  if strata is None:
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=samples).astype(np.float64)
-  counts = np.zeros((samples, n))
-  for s in np.unique(strata):
-    idx = np.flatnonzero(strata == s)
-    counts[:, idx] = rng.multinomial(len(idx), np.full(len(idx), 1.0 / len(idx)), size=samples)
-  return counts
+  return fitted + r[rng.integers(0, n, size=(samples, n))]
 
 
 def bootstrap_grid(table: Table, fit: Fit, state: dict, samples: int = 1000, seed: int = 0,
-                   n_starts: int = 4, ftol: float = 1e-15, max_iter: int = 1000) -> np.ndarray:
-  """Bootstrap over runs for a grid fit; fills `fit.samples` with natural parameters.
+                   n_starts: int = 4, ftol: float = 1e-15, max_iter: int = 1000,
+                   resample: str = "runs") -> np.ndarray:
+  """Bootstrap of a grid fit; fills `fit.samples` with natural parameters.
+
+  `resample`: `runs` (pairs: runs with replacement, Efron 1979) or `residuals`
+  (`residual_replicates`).
 
   Returns:
     theta replicates `[samples, P]` (optimisation space) for derived quantities.
   """
+  if resample not in RESAMPLING:
+    raise ScalingError(f"--resample={resample!r}: choose one of {', '.join(RESAMPLING)}")
   spec = laws_lib.LAWS[fit.law]
-  counts = resample_counts(len(table), samples, seed)
   data = {k: np.broadcast_to(v, (samples, len(v))) for k, v in state["data"].items()
           if k != "w"}
-  data["w"] = counts
+  if resample == "runs":
+    data["w"] = resample_counts(len(table), samples, seed)
+  else:
+    data["w"] = np.ones((samples, len(table)))
+    data["logL"] = residual_replicates(state, fit.law, samples, seed)
   starts = np.broadcast_to(bootstrap_starts(state, n_starts),
                            (samples, n_starts, len(spec.theta_names)))
   # ftol is tightened far below scipy's default: the Huber sum is ~1e-3 here, and scipy's test
@@ -301,7 +149,7 @@ def bootstrap_grid(table: Table, fit: Fit, state: dict, samples: int = 1000, see
   with np.errstate(over="ignore"):  # a replicate that ran off to a huge scale: inf, dropped
     fit.samples.update({k: np.asarray(v) for k, v in spec.natural(theta).items()})
   fit.info["bootstrap"] = {"samples": samples, "seed": seed, "starts_per_sample": n_starts,
-                           "resampling": "runs, with replacement"}
+                           "resampling": RESAMPLING[resample]}
   return theta
 
 
@@ -315,7 +163,6 @@ def refit_weighted(fit: Fit, table: Table, weights: np.ndarray) -> np.ndarray:
   weights = np.asarray(weights, np.float64)
   data = design(table, fit.law, fit.info.get("x"))
   if fit.method == "varpro":
-    from scaling.fit import varpro
     ab, coef = varpro.refit_weights(data, weights, (fit.params["alpha"], fit.params["beta"]),
                                     delta=fit.info.get("huber_delta", laws_lib.HUBER_DELTA))
     natural = {"E": coef[:, 0], "A": coef[:, 1], "B": coef[:, 2], "alpha": ab[:, 0],
@@ -335,7 +182,7 @@ def refit_weighted(fit: Fit, table: Table, weights: np.ndarray) -> np.ndarray:
 
 
 def fit_law(table: Table, law: str, *, x: str | None = None, bootstrap: int = 0, seed: int = 0,
-            method: str = "grid") -> Fit:
+            method: str = "grid", resample: str = "runs") -> Fit:
   """Fits `law` to `table` with Hoffmann's procedure (or variable projection for Chinchilla).
 
   Chinchilla fits get their derived quantities (Hoffmann et al. 2022, Eq. 4) from
@@ -346,14 +193,15 @@ def fit_law(table: Table, law: str, *, x: str | None = None, bootstrap: int = 0,
   if method == "varpro":
     if law != "chinchilla":
       raise ScalingError("--method=varpro is implemented for the chinchilla law only")
-    from scaling.fit import predict, varpro
+    if bootstrap and resample != "runs":
+      raise ScalingError(f"--resample={resample} is implemented for --method=grid; use "
+                         "--method=grid or --resample=runs")
     return predict.summarise(varpro.fit_varpro(table, bootstrap=bootstrap, seed=seed), table)
   if method != "grid":
     raise ScalingError(f"unknown --method={method!r}: choose grid or varpro")
   fit, state = fit_grid(table, law, x=x)
   if bootstrap:
-    bootstrap_grid(table, fit, state, bootstrap, seed)
-  from scaling.fit import predict
+    bootstrap_grid(table, fit, state, bootstrap, seed, resample=resample)
   predict.summarise(fit, table)
   return fit
 

@@ -154,6 +154,40 @@ def _krajewski_natural(t):
           "c": np.exp(t[..., 3]), "alpha": t[..., 4], "beta": t[..., 5], "gamma": t[..., 6]}
 
 
+# --- Hyperparameter laws (DeepSeek LLM Eq. 1's power-law form), fitted to sweep optima: -----------
+# lr*(N, D) = c N^a D^b (Porian et al. 2024; Bjorck et al. 2024, arXiv:2409.19913, fit the
+# optimal learning rate in N and D) and B*(C) = k C^e tokens (DeepSeek-AI 2024, DeepSeek LLM,
+# Sec. 3.1, Eq. 1). The "loss" these fit is the optimum (`scaling.fit.hparam_laws.optima`); log N,
+# log D and log C are centred at 1e8 parameters, 1e10 tokens and 1e18 FLOPs so the coordinates
+# are comparably scaled; the natural parameters undo the shift.
+_LR_LOGN0, _LR_LOGD0, _BATCH_LOGC0 = float(np.log(1e8)), float(np.log(1e10)), float(np.log(1e18))
+
+
+def _lr_log(theta, d):
+  return theta[0] + theta[1] * (d["logN"] - _LR_LOGN0) + theta[2] * (d["logD"] - _LR_LOGD0)
+
+
+def _lr_natural(t):
+  t = np.asarray(t)
+  with np.errstate(over="ignore"):
+    c = np.exp(t[..., 0] - t[..., 1] * _LR_LOGN0 - t[..., 2] * _LR_LOGD0)
+  return {"c": c, "a": t[..., 1], "b": t[..., 2]}
+
+
+def _batch_log(theta, d):
+  return theta[0] + theta[1] * (d["logX"] - _BATCH_LOGC0)
+
+
+def _batch_natural(t):
+  t = np.asarray(t)
+  with np.errstate(over="ignore"):
+    k = np.exp(t[..., 0] - t[..., 1] * _BATCH_LOGC0)
+  return {"k": k, "e": t[..., 1]}
+
+
+HPARAM_LAWS = ("lr", "batch")  # laws of a hyperparameter's optimum, not of the loss
+
+
 LAWS: dict[str, LawSpec] = {
     "chinchilla": LawSpec(
         "chinchilla", ("a", "b", "e", "alpha", "beta"), ("logN", "logD"), _chinchilla_log,
@@ -188,6 +222,18 @@ LAWS: dict[str, LawSpec] = {
               [0.1, 0.3, 0.6], [0.1, 0.3, 0.6], [0.2, 0.6]),
         "L(N, D, G) = c + (g / G^gamma + a) / N^alpha + b / D^beta",
         "Krajewski et al. 2024, 'Scaling laws for fine-grained mixture of experts'"),
+    "lr": LawSpec(
+        "lr", ("log_lr_at_1e8_1e10", "a", "b"), ("logN", "logD"), _lr_log, _lr_natural,
+        # 64 starts: one stage of `optim.default_schedule`, so one compiled program (the
+        # objective is convex in theta; the grid only brackets the optimum for `grid_edge`).
+        _grid([-12.0, -8.0, -4.0, 0.0], [-1.5, -0.75, 0.0, 0.75], [-1.5, -0.75, 0.0, 0.75]),
+        "lr*(N, D) = c N^a D^b (optimal peak learning rate)",
+        "DeepSeek LLM Eq. 1's form in N and D (Porian et al. 2024; Bjorck et al. 2024, "
+        "arXiv:2409.19913)"),
+    "batch": LawSpec(
+        "batch", ("log_B_at_1e18", "e"), ("logX",), _batch_log, _batch_natural,
+        _grid([0.0, 5.0, 10.0, 15.0, 20.0], [-0.5, 0.0, 0.5, 1.0]),
+        "B*(C) = k C^e (optimal batch, tokens)", "DeepSeek-AI 2024, DeepSeek LLM Sec. 3.1, Eq. 1"),
 }
 
 
@@ -216,6 +262,10 @@ def theta_from_natural(name: str, params: dict) -> np.ndarray:
   elif name == "krajewski":
     cols = [_log(p["a"]), _log(p["b"]), _log(p["g"]), _log(p["c"]), p["alpha"], p["beta"],
             p["gamma"]]
+  elif name == "lr":
+    cols = [_log(p["c"]) + p["a"] * _LR_LOGN0 + p["b"] * _LR_LOGD0, p["a"], p["b"]]
+  elif name == "batch":
+    cols = [_log(p["k"]) + p["e"] * _BATCH_LOGC0, p["e"]]
   else:
     raise KeyError(name)
   return np.stack(np.broadcast_arrays(*cols), -1)

@@ -446,15 +446,15 @@ def read_eval_curves(workdir: str, held_ids=()) -> list[dict]:
 
   out = []
   for folder, r in results.read_run_records(workdir).records:
-    if r.get("status") != "complete":
+    if r.status != "complete":
       continue
     lines = [ln for ln in storage.read_jsonl(folder / "metrics.jsonl")
              if all(ln.get(k) is not None for k in ("eval_loss", "tokens", "flops"))]
-    rid = r.get("run_id") or folder.name
-    if lines and r.get("params_non_embedding"):
+    rid = r.run_id or folder.name
+    if lines and r.params_non_embedding:
       col = {k: np.array([ln[k] for ln in lines], np.float64)
              for k in ("tokens", "flops", "eval_loss")}
-      out.append({"run_id": rid, "params": float(r["params_non_embedding"]),
+      out.append({"run_id": rid, "params": float(r.params_non_embedding),
                   "held": rid in set(held_ids), **col})
   return out
 

@@ -37,9 +37,9 @@ from __future__ import annotations
 import numpy as np
 
 from scaling.errors import ScalingError
-from scaling.fit import core
+from scaling.fit import base
 from scaling.fit import laws as laws_lib
-from scaling.fit.core import Fit
+from scaling.fit.base import Fit
 from scaling.fit.table import Table
 
 # Monte Carlo draws of the bootstrap predictive distribution: the 2.5% quantile of 20,000 draws
@@ -106,7 +106,7 @@ def _points(fit: Fit, params, tokens) -> dict:
     raise ScalingError(f"prediction intervals for the {fit.law} law need experts/granularity "
                        "per point; they are implemented for L(N, D) and single-variable laws")
   table = Table(n, d, np.ones_like(n), {}, [str(i) for i in range(n.size)], source="<points>")
-  return core.design(table, fit.law, fit.info.get("x"))
+  return base.design(table, fit.law, fit.info.get("x"))
 
 
 def goodness(fit: Fit, table: Table) -> dict:
@@ -118,7 +118,7 @@ def goodness(fit: Fit, table: Table) -> dict:
     uses), `dof` (n - P), `n`.
   """
   _surface_law(fit)
-  data = core.design(table, fit.law, fit.info.get("x"))
+  data = base.design(table, fit.law, fit.info.get("x"))
   r = log_predict(fit.law, _theta(fit), data) - data["logL"]
   n, p = len(table), len(laws_lib.LAWS[fit.law].theta_names)
   ss_res = float(np.sum(r * r))
@@ -131,7 +131,7 @@ def goodness(fit: Fit, table: Table) -> dict:
 
 def _linearised_cov(fit: Fit, table: Table, s_log: float) -> np.ndarray:
   """s^2 (J^T J)^+ in optimisation space: the delta-method covariance of theta."""
-  jac = _jacobian(fit.law, _theta(fit), core.design(table, fit.law, fit.info.get("x")))
+  jac = _jacobian(fit.law, _theta(fit), base.design(table, fit.law, fit.info.get("x")))
   return s_log ** 2 * np.linalg.pinv(jac.T @ jac, rcond=1e-12, hermitian=True)
 
 

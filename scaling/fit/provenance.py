@@ -12,7 +12,7 @@ The block records, so that anyone can tell which runs and which code made a law:
   command   the exact command line, working directory and time (UTC)
   software  package version and git commit (None outside a git checkout; `dirty` when the
             checkout has uncommitted changes)
-  fit       law, approach, method, seed, bootstrap resamples
+  fit       law, approach, method, seed, bootstrap resamples and what they resample
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ import numpy as np
 
 from scaling import storage
 from scaling.errors import ScalingError
+from scaling.fit import variants
 from scaling.fit.table import Table
+from scaling.train.record import RESULT, RunRecord, read_result
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -59,7 +61,7 @@ def input_digest(path: str) -> dict:
 
   files = []
   for folder, _ in results.read_run_records(path).records:  # the reader `scaling fit` uses
-    for g in (folder / "result.json", folder / "metrics.jsonl"):
+    for g in (folder / RESULT, folder / "metrics.jsonl"):
       if g.exists():
         files.append({"path": os.path.relpath(os.fspath(g), os.fspath(p)),
                       "sha256": sha256_bytes(g.read_bytes())})
@@ -67,20 +69,21 @@ def input_digest(path: str) -> dict:
           "sha256_of": "`scaling results collect DIR --out=FILE.jsonl` output", "files": files}
 
 
-def _identity_of_run(folder, record: dict) -> str | None:
+def _identity_of_run(folder, record: RunRecord) -> str | None:
   """A run's config identity (`scaling.train.identity`): as result.json recorded it, else the
   hash of what `identity.recorded` finds in the folder (identity.json, else the config of a run
   trained before identities were recorded); None without any config."""
   from scaling.train import identity
 
-  if record.get("config_identity"):
-    return str(record["config_identity"])
+  if record.config_identity:
+    return str(record.config_identity)
   found = identity.recorded(folder)
   return identity.identity_hash(found) if found is not None else None
 
 
-def _run_record(d) -> dict:
-  return storage.read_json(storage.Path(d) / "result.json") or {}
+def _run_record(d) -> RunRecord:
+  """The run record in `d`; an empty one (every key None) when there is none."""
+  return read_result(d) or RunRecord.from_json({})
 
 
 def runs(table: Table, role: str) -> list[dict]:
@@ -108,10 +111,10 @@ def data_specs(tables: list[Table]) -> list[dict]:
     for i in range(len(t)):
       if dirs is not None:
         r = _run_record(dirs[i])
-        data = r.get("data") or {}
-        spec = {"name": data.get("name") or ((r.get("config") or {}).get("data") or {}).get(
-            "name"), "spec": data.get("spec") or ((r.get("config") or {}).get("data")),
-                "entropy_floor": r.get("entropy_floor"), "floor_formula": data.get(
+        data = r.data or {}
+        spec = {"name": data.get("name") or ((r.config or {}).get("data") or {}).get(
+            "name"), "spec": data.get("spec") or ((r.config or {}).get("data")),
+                "entropy_floor": r.entropy_floor, "floor_formula": data.get(
                     "floor_formula")}
       else:
         v = floors[i] if floors is not None else ""
@@ -132,11 +135,14 @@ def known_floor(prov: dict | None) -> float | None:
   return None
 
 
-def trace_dropped(raw: Table, filters: list[str], drop_highest_loss: int) -> list[dict]:
-  """Rows of `raw` that `--filter` and `--drop-highest-loss` remove, in the order the fit's
-  loader applies them (`Table.where`, then `Table.drop_highest_loss`), with the reason."""
+def trace_dropped(raw: Table, filters: list[str], drop_highest_loss: int,
+                  best_only: bool = False) -> list[dict]:
+  """Rows of `raw` that `--filter`, the best-variant selection (`best_only`:
+  `variants.select`) and `--drop-highest-loss` remove, in the order the fit's loader
+  applies them (`Table.where`, `select`, `Table.drop_highest_loss`), with the reason."""
   idx = np.arange(len(raw))
   out = []
+  best_col = raw.extra.get("sweep_best") if best_only else None
   for f in filters:
     col, _, value = f.partition("=")
     vals = raw.extra.get(col)
@@ -145,6 +151,11 @@ def trace_dropped(raw: Table, filters: list[str], drop_highest_loss: int) -> lis
     keep = np.array([vals[i] == value for i in idx], bool)
     out += [{"row": int(i) + 1, "run_id": raw.run_id[i],
              "reason": f"--filter {f}: {col}={vals[i]!r}"} for i in idx[~keep]]
+    idx = idx[keep]
+  if best_col is not None:  # as variants.select
+    keep = np.array([variants.is_best(best_col[i]) for i in idx], bool)
+    out += [{"row": int(i) + 1, "run_id": raw.run_id[i], "reason": "not its rung's best variant "
+             "(sweep_best 0; --all-variants fits every variant)"} for i in idx[~keep]]
     idx = idx[keep]
   if 0 < drop_highest_loss < len(idx):
     order = np.argsort(raw.loss[idx], kind="stable")  # as Table.drop_highest_loss
@@ -161,9 +172,9 @@ def incomplete_runs(path: str) -> list[dict]:
   if not storage.Path(path).is_dir():
     return []
   found = results.read_run_records(path)
-  out = [{"row": None, "run_id": r.get("run_id", folder.name),
-          "reason": f"status {r.get('status')!r}: no final loss"}
-         for folder, r in found.records if r.get("status") != "complete"]
+  out = [{"row": None, "run_id": r.run_id if r.run_id is not None else folder.name,
+          "reason": f"status {r.status!r}: no final loss"}
+         for folder, r in found.records if r.status != "complete"]
   return out + [{"row": None, "run_id": None, "reason": f"{f}: {err}"}
                 for f, err in found.unreadable]
 
@@ -205,13 +216,14 @@ def command(argv: list[str] | None) -> dict:
 def build(*, table_path: str, fitted: Table, held: Table | None = None,
           raw: Table | None = None, columns=None, filters=(), drop_highest_loss: int = 0,
           holdout_above: float | None = None, argv: list[str] | None = None,
-          law: str, approach: int | None, method: str, seed: int, bootstrap: int) -> dict:
+          law: str, approach: int | None, method: str, seed: int, bootstrap: int,
+          best_only: bool = False, resample: str = "runs") -> dict:
   """The provenance block (module doc). `raw` is the table before filters (for `dropped`)."""
   held_rows = runs(held, "held_out") if held is not None and len(held) else []
   tables = [fitted] + ([held] if held is not None and len(held) else [])
   dropped = incomplete_runs(table_path)
   if raw is not None:
-    dropped += trace_dropped(raw, list(filters), int(drop_highest_loss))
+    dropped += trace_dropped(raw, list(filters), int(drop_highest_loss), best_only)
   seen: dict[str, dict] = {}  # a long-format curves table has a row per logged step
   for r in runs(fitted, "fit") + held_rows:
     seen.setdefault(r["run_id"], r)
@@ -225,7 +237,7 @@ def build(*, table_path: str, fitted: Table, held: Table | None = None,
       "command": command(argv),
       "software": software(),
       "fit": {"law": law, "approach": approach, "method": method, "seed": int(seed),
-              "bootstrap": int(bootstrap)},
+              "bootstrap": int(bootstrap), "resample": resample},
   }
 
 
@@ -277,8 +289,11 @@ def from_args(args, fit, sp=None, held_ids=()) -> dict:
   strict = getattr(args, "strict", False)
   filters = list(getattr(args, "filter", None) or [])
   drop = int(getattr(args, "drop_highest_loss", 0) or 0)
+  # Rows the best-variant selection left out are traced (`variants.select` says so in notes).
+  best = variants.best_only(args) and sp is not None and any(
+      n.startswith(variants.SELECTED) for n in sp.fit_table.notes)
   raw = None
-  if sp is None or filters or drop:
+  if sp is None or filters or drop or best:
     # The unfiltered table, for the rows the filters dropped. Quietly: the fit's own load
     # already printed the reader's notes (incomplete runs) once.
     with contextlib.redirect_stderr(io.StringIO()):
@@ -289,9 +304,11 @@ def from_args(args, fit, sp=None, held_ids=()) -> dict:
     is_held = np.array([r in set(held_ids) for r in raw.run_id], bool)
     fitted, held = raw.subset(~is_held), raw.subset(is_held)
   return build(table_path=args.table, fitted=fitted, held=held,
-               raw=raw if (filters or drop) else None, columns=getattr(args, "columns", None),
+               raw=raw if (filters or drop or best) else None,
+               columns=getattr(args, "columns", None), best_only=best,
                filters=filters, drop_highest_loss=drop,
                holdout_above=getattr(args, "holdout_above", None),
                argv=getattr(args, "argv", None), law=fit.law, approach=fit.approach,
                method=fit.method, seed=getattr(args, "seed", 0),
-               bootstrap=getattr(args, "bootstrap", 0))
+               bootstrap=getattr(args, "bootstrap", 0),
+               resample=getattr(args, "resample", "runs"))

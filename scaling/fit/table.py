@@ -245,7 +245,7 @@ def _workdir_records(path: str, strict: bool = False) -> tuple[list[dict], list[
   rule) as `scaling results collect`: each unreadable result.json is named on stderr and
   counted; `strict` makes it an error.
   """
-  from scaling.ladder import results
+  from scaling.ladder import results, tuning
 
   found = results.read_run_records(path)
   if not found.records and not found.unreadable:
@@ -254,14 +254,17 @@ def _workdir_records(path: str, strict: bool = False) -> tuple[list[dict], list[
   unreadable = results.report_unreadable(found.unreadable, strict=strict)
   records = []
   for folder, r in found.records:
-    if r.get("status") != "complete":
+    if r.status != "complete":
       continue  # unfinished or failed runs have no final loss to fit
     row = results.row(r, folder.name)
     rec = {c: row[c] for c in _WORKDIR_COLUMNS}
     # A ladder without MoE granularity labels stays without the column (the law is then Clark's).
-    rec["granularity"] = ((r.get("config") or {}).get("ladder") or {}).get("granularity")
+    rec["granularity"] = ((r.config or {}).get("ladder") or {}).get("granularity")
     rec["_dir"] = folder
+    rec["point"] = row["point"]  # final | cooldown | mid-run (a wsd trunk: not fitted)
+    rec.update({c: row.get(c) for c in tuning.COLUMNS})  # lr, tune_group, ... (strings here)
     records.append(rec)
+  tuning.mark(records)  # sweep_best / under_tuned, as `scaling results collect` writes them
   incomplete = len(found.records) - len(records)
   notes = [n for n in (f"{incomplete} runs not complete left out" if incomplete else "",
                        unreadable) if n]
@@ -274,8 +277,12 @@ def _workdir_records(path: str, strict: bool = False) -> tuple[list[dict], list[
   return records, notes
 
 
-def load_table(path_or_dir: str, columns=None, *, strict: bool = False) -> Table:
+def load_table(path_or_dir: str, columns=None, *, strict: bool = False,
+               mid_run: bool = False) -> Table:
   """Reads a results table: CSV, JSON lines (`.jsonl`/`.json`) or a ladder workdir.
+
+  Rows whose `point` is `mid-run` (a wsd trunk's evals at a constant learning rate, before any
+  cooldown: not converged points of their (N, D)) are left out, with a note, unless `mid_run`.
 
   Args:
     path_or_dir: a file, or a workdir holding `runs/<run_id>/result.json` (only runs with
@@ -284,6 +291,7 @@ def load_table(path_or_dir: str, columns=None, *, strict: bool = False) -> Table
     columns: optional mapping from documented names to the table's names, as a dict or as
       strings `"params=Model Size"` (comma-separated or a list).
     strict: for a workdir, an unreadable result.json is an error instead of a named skip.
+    mid_run: keep `mid-run` rows (`scaling fit --filter point=mid-run` asks for them).
 
   Raises:
     ScalingError: a missing column, an empty/NaN/non-positive value (naming row and column), or
@@ -295,13 +303,31 @@ def load_table(path_or_dir: str, columns=None, *, strict: bool = False) -> Table
     records, notes = _workdir_records(path, strict)
     table = _records_to_table(records, path, columns, line_offset=0)
     table.notes += notes
-    return table
+    return table if mid_run else _without_mid_run(table)
   if not storage.Path(path).exists():
     raise ScalingError(f"{path}: no such file or directory")
   text = storage.Path(path).read_text(encoding="utf-8")
   if path.endswith((".jsonl", ".json", ".ndjson")) or text.lstrip().startswith("{"):
-    return _records_to_table(_read_jsonl(text, path), path, columns, line_offset=0)
-  return _records_to_table(_read_csv(text), path, columns, line_offset=1)
+    table = _records_to_table(_read_jsonl(text, path), path, columns, line_offset=0)
+  else:
+    table = _records_to_table(_read_csv(text), path, columns, line_offset=1)
+  return table if mid_run else _without_mid_run(table)
+
+
+def _without_mid_run(table: Table) -> Table:
+  """`table` without its `point == mid-run` rows (noted); unchanged when it has none."""
+  points = table.extra.get("point")
+  if not points or "mid-run" not in points:
+    return table
+  keep = np.array([p != "mid-run" for p in points])
+  if not keep.any():
+    raise ScalingError(f"{table.source}: every row is a mid-run point (a wsd trunk's evals "
+                       "before any cooldown); fit the cooldown branches, or ask for these with "
+                       "--filter point=mid-run")
+  out = table.subset(keep)
+  out.notes.append(f"{int((~keep).sum())} mid-run rows (wsd trunk evals) left out; "
+                   "--filter point=mid-run fits them")
+  return out
 
 
 # --- The tables shipped in scaling/reference_data (see SOURCES.md there). -------------------------

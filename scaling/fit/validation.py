@@ -74,13 +74,13 @@ def _from_workdir(table: Table) -> list | None:
   dirs = table.extra.get("_dir")
   if dirs is None:
     return None
-  from scaling import storage
+  from scaling.train.record import RunRecord, read_result
 
   marks = []
   for d in dirs:
-    r = storage.read_json(storage.Path(d) / "result.json") or {}  # local or gs://
-    labels = (r.get("config") or {}).get("ladder") or {}
-    marks.append(r.get(COLUMN, labels.get(COLUMN)))
+    r = read_result(d) or RunRecord.from_json({})  # local or gs://
+    labels = (r.config or {}).get("ladder") or {}
+    marks.append(r.extra.get(COLUMN, labels.get(COLUMN)))
   return marks
 
 
@@ -213,9 +213,9 @@ def split_curves(fit_curves: list, path: str, holdout_above: float | None = None
   marked = set()
   if storage.Path(path).is_dir():
     for folder, r in results.read_run_records(path).records:
-      rid = r.get("run_id") or folder.name
-      labels = (r.get("config") or {}).get("ladder") or {}
-      if _parse(r.get(COLUMN, labels.get(COLUMN)), f"{folder}/result.json (run {rid})"):
+      rid = r.run_id or folder.name
+      labels = (r.config or {}).get("ladder") or {}
+      if _parse(r.extra.get(COLUMN, labels.get(COLUMN)), f"{folder}/result.json (run {rid})"):
         marked.add(rid)
   held = [c.run_id for c in fit_curves if c.run_id in marked
           or (holdout_above is not None and float(c.flops.max()) > holdout_above)]

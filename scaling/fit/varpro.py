@@ -17,9 +17,9 @@ import functools
 
 import numpy as np
 
-from scaling.fit import core
+from scaling.fit import base
 from scaling.fit import laws as laws_lib
-from scaling.fit.core import Fit
+from scaling.fit.base import Fit
 from scaling.fit.table import Table
 
 # Half-width of the exponent window a bootstrap replicate searches around the full-data fit;
@@ -114,8 +114,8 @@ def fit_varpro(table: Table, *, bootstrap: int = 0, seed: int = 0,
   (final resolution ~1e-5). Bootstrap replicates search a +-0.3 window around the full-data
   exponents (9 x 9, `BOOTSTRAP_WINDOW`), then zoom the same way.
   """
-  core.check_identifiable(table, "chinchilla")
-  d = core.design(table, "chinchilla")
+  base.check_identifiable(table, "chinchilla")
+  d = base.design(table, "chinchilla")
   lo, hi = exponent_range
   centre = np.array([(lo + hi) / 2] * 2)
   (alpha, beta), coef, value = _search(d, centre, np.array([(hi - lo) / 2] * 2), 51, 7, iters,
@@ -130,7 +130,7 @@ def fit_varpro(table: Table, *, bootstrap: int = 0, seed: int = 0,
                   "exponent_grid_step": (hi - lo) / 50,
                   "bootstrap_window": BOOTSTRAP_WINDOW})
   if bootstrap:
-    counts = core.resample_counts(len(table), bootstrap, seed)
+    counts = base.resample_counts(len(table), bootstrap, seed)
     ab, cf = refit_weights(d, counts, (alpha, beta), delta=delta, iters=iters)
     fit.samples = {"E": cf[:, 0], "A": cf[:, 1], "B": cf[:, 2], "alpha": ab[:, 0],
                    "beta": ab[:, 1]}

@@ -6,9 +6,10 @@ compute capability falls back to 9.0, an H100): each `pallas_call` becomes a
 launch grid, num_warps, num_stages and the Triton (tt dialect) module as MLIR bytecode. Pallas
 does not verify that module; XLA parses it when it compiles on the GPU. `triton_kernels`
 parses (and so verifies) every module, so a kernel whose IR the GPU would reject fails here, on
-CPU. Kernels called without `platform` choose their GPU implementation under
-`backend.use_platform("gpu")`; a model layer chooses when it is built
-(`KernelBackend("gpu", False)`, e.g. `scaling.models.dense.moe_layer_fn(cfg, mode, kernels)`).
+CPU. What `fn` launches is its own explicit choice: kernels called with `platform="gpu"`
+(`**KernelBackend("gpu", False).kwargs()`), a model layer built with
+`KernelBackend("gpu", False)` (e.g. `scaling.models.dense.moe_layer_fn(cfg, mode, kernels)`,
+`scaling.train.loop.build_trainer(cfg, mesh, kernels=...)`).
 
   exp = export_cuda(fn, *shape_dtype_structs)
   kernels = triton_kernels(exp.mlir_module())      # [TritonKernel(name, grid, ...)]
@@ -24,8 +25,6 @@ from jax import export
 from jax.interpreters import mlir
 from jaxlib.mlir import ir
 from jaxlib.triton import dialect as tt_dialect
-
-from scaling.kernels import backend
 
 TRITON_CALL_TARGET = "__gpu$xla.gpu.triton"
 
@@ -50,23 +49,19 @@ class TritonKernel(NamedTuple):
 
 
 def export_cuda(fn: Callable, *args: Any, **kwargs: Any) -> export.Exported:
-  """`jax.export` of `fn` for CUDA, its kernels traced as on a GPU.
+  """`jax.export` of `fn` for CUDA.
 
-  fn: a function, jitted here, or a `jax.jit` one (keeping its shardings) that has not been
-  traced at these shapes outside `export_cuda`: the kernels choose their implementation at
-  trace time and jit's trace cache does not know `use_platform`.
+  fn: a function (jitted here) or a `jax.jit` one (keeping its shardings), whose kernels were
+  given `platform="gpu"` (see the module docstring): one that leaves the choice to
+  `jax.default_backend()` lowers the references on a CPU-only machine.
   args: `jax.ShapeDtypeStruct`s (nothing is allocated) or arrays. The Triton custom call is
   not on export's list of stable custom calls (its IR is tied to the jaxlib version): allowed.
   """
-  jitted = fn
-  if not hasattr(fn, "trace"):
-    # A fresh function: jax.jit(fn) would reuse a trace of `fn` made for another platform.
-    jitted = jax.jit(lambda *a, **k: fn(*a, **k))
-  with backend.use_platform("gpu"), backend.use_interpret(False):
-    return export.export(
-        jitted, platforms=["cuda"],
-        disabled_checks=[export.DisabledSafetyCheck.custom_call(TRITON_CALL_TARGET)],
-    )(*args, **kwargs)
+  jitted = fn if hasattr(fn, "trace") else jax.jit(fn)
+  return export.export(
+      jitted, platforms=["cuda"],
+      disabled_checks=[export.DisabledSafetyCheck.custom_call(TRITON_CALL_TARGET)],
+  )(*args, **kwargs)
 
 
 def _walk(op: ir.Operation) -> Iterator[ir.Operation]:

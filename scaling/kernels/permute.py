@@ -192,28 +192,33 @@ def _gather_call(x_TxD, src, scale, num, k, block, interpret, m):
   )(src, scale if scaled else jnp.zeros((1,), jnp.float32), num, x_TxD)
 
 
-def _combine_call(rows_MxD, dest, gate_TxK, block, interpret):
+def _per_token_call(kernel_fn, name: str, rows_MxD, gate_TxK, block, interpret, *,
+                    out: jax.ShapeDtypeStruct, tile_d: bool, operands: tuple):
+  """A kernel with one program per block of `bt` tokens (and of `bd` d_model columns when
+  `tile_d`) that reads expert-sorted rows [M, D] by `dest` for each token's K choices."""
   t, k = gate_TxK.shape
   d = rows_MxD.shape[1]
   bt, bd = _blocks(t, block[0]), _blocks(d, block[1])
-  kernel = functools.partial(_combine_kernel, t=t, d=d, k=k, bt=bt, bd=bd)
+  grid = (pl.cdiv(t, bt), pl.cdiv(d, bd)) if tile_d else (pl.cdiv(t, bt),)
   return pl.pallas_call(
-      kernel, out_shape=jax.ShapeDtypeStruct((t, d), rows_MxD.dtype),
-      grid=(pl.cdiv(t, bt), pl.cdiv(d, bd)), interpret=interpret,
-      compiler_params=plgpu.CompilerParams(num_warps=4), name="moe_unpermute",
-  )(dest, gate_TxK.reshape(-1), rows_MxD)
+      functools.partial(kernel_fn, t=t, d=d, k=k, bt=bt, bd=bd), out_shape=out, grid=grid,
+      interpret=interpret, compiler_params=plgpu.CompilerParams(num_warps=4), name=name,
+  )(*operands)
+
+
+def _combine_call(rows_MxD, dest, gate_TxK, block, interpret):
+  """y [T, D] = sum_k gate[t, k] rows[dest[t*K + k]] (`_combine_kernel`)."""
+  out = jax.ShapeDtypeStruct((gate_TxK.shape[0], rows_MxD.shape[1]), rows_MxD.dtype)
+  return _per_token_call(_combine_kernel, "moe_unpermute", rows_MxD, gate_TxK, block, interpret,
+                         out=out, tile_d=True, operands=(dest, gate_TxK.reshape(-1), rows_MxD))
 
 
 def _gate_grad_call(rows_MxD, dest, gate_TxK, dy_TxD, block, interpret):
-  t, k = gate_TxK.shape
-  d = rows_MxD.shape[1]
-  bt, bd = _blocks(t, block[0]), _blocks(d, block[1])
-  kernel = functools.partial(_gate_grad_kernel, t=t, d=d, k=k, bt=bt, bd=bd)
-  return pl.pallas_call(
-      kernel, out_shape=jax.ShapeDtypeStruct((t, k), gate_TxK.dtype),
-      grid=(pl.cdiv(t, bt),), interpret=interpret,
-      compiler_params=plgpu.CompilerParams(num_warps=4), name="moe_unpermute_gate_grad",
-  )(dest, rows_MxD, dy_TxD)
+  """d_gate [T, K] = <dy[t], rows[dest[t*K + k]]> (`_gate_grad_kernel`; it loops over D)."""
+  out = jax.ShapeDtypeStruct(gate_TxK.shape, gate_TxK.dtype)
+  return _per_token_call(_gate_grad_kernel, "moe_unpermute_gate_grad", rows_MxD, gate_TxK,
+                         block, interpret, out=out, tile_d=False,
+                         operands=(dest, rows_MxD, dy_TxD))
 
 
 # Custom VJPs. Integer plan arrays get no cotangent (None).

@@ -4,6 +4,12 @@
 with a complete `result.json` are skipped, everything else (new, interrupted, failed, killed)
 is launched again and resumes from its checkpoints. `work` trains one run under its lock, so two
 runners on one workdir never train the same run at once.
+
+Cooldown branches (wsd sweeps) start from their trunk's checkpoint at the fork step, so every
+backend launches a branch only once that checkpoint exists: `ordered` puts trunks before their
+branches (the order of the TPU-VM command chain and of in-process training), the local backend
+starts a branch when `ready` says the checkpoint is there (a branch may start while its trunk
+trains on), and the Slurm backend submits branches with `--dependency=afterok:<trunk task>`.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from scaling import storage
 from scaling.errors import ScalingError
 from scaling.ladder import store
 from scaling.ladder.spec import Rung
+from scaling.train import record
 
 log = logging.getLogger(__name__)
 ATTEMPTS = "attempts.jsonl"
@@ -44,6 +51,30 @@ def prepare_data(rungs: list[Rung]) -> None:
     if key not in seen:
       seen.add(key)
       data_info(r.config.data)
+
+
+def ordered(rungs: list[Rung]) -> list[Rung]:
+  """The rungs with every branch after its trunk (otherwise in the given order)."""
+  first = [r for r in rungs if r.parent is None]
+  return first + [r for r in rungs if r.parent is not None]
+
+
+def ready(workdir, r: Rung) -> bool:
+  """Whether `r` can start now: it has no parent, or its parent's checkpoint at the fork step
+  is finished (orbax's rule: a checkpoint still being written does not count)."""
+  if r.parent is None:
+    return True
+  from scaling.train.checkpoint import saved_steps
+
+  return r.branch_step in saved_steps(store.run_dir(workdir, r.parent))
+
+
+def _blocked(workdir, r: Rung) -> str:
+  """Why a branch cannot start: its trunk stopped without the fork checkpoint."""
+  parent = store.run_state(workdir, r.parent)
+  return (f"{r.run_id} ({r.sweep}/{r.label}): not started: its trunk {r.parent} is "
+          f"{parent['state']} without a checkpoint at step {r.branch_step}; run the ladder again "
+          "once the trunk can finish")
 
 
 def prepare(workdir, name: str, rungs: list[Rung]) -> list[Rung]:
@@ -86,7 +117,8 @@ def work(workdir, run_id: str) -> dict:
                   owner.get("pid"))
       return dict(store.run_state(workdir, run_id), state="running")
     before = store.run_state(workdir, run_id)  # "running": we hold the lock now
-    if (store.read_json(d / "result.json") or {}).get("status") != "complete":
+    done = record.read_result(d)
+    if done is None or done.status != "complete":
       # One line per time a runner actually trains this run: proof that locks hold, and the
       # history `ladder status` can show (resumes, resubmissions).
       storage.JsonlLog(d / ATTEMPTS).append(dict(
@@ -121,16 +153,21 @@ def run_local(workdir, rungs: list[Rung], todo: list[Rung], *, parallel: int = 1
 
   say(f"ladder: {total} runs, {done} complete, {len(todo)} to run in {workdir}")
   if parallel <= 1:
-    queue, held = list(todo), []
+    queue, held = ordered(todo), []
     while queue or held:
-      if not queue:
-        # Runs another runner holds: wait for it, then take over whatever it did not finish
-        # (its lock goes stale if it died).
+      r = next((x for x in queue if ready(workdir, x)), None)
+      if r is None and held:
+        # Runs another runner holds (or their branches): wait for it, then take over whatever
+        # it did not finish (its lock goes stale if it died).
         time.sleep(POLL_S)
-        queue = [r for r in held if store.run_state(workdir, r.run_id)["state"] != "running"]
-        held = [r for r in held if r not in queue]
+        back = [x for x in held if store.run_state(workdir, x.run_id)["state"] != "running"]
+        queue, held = back + queue, [x for x in held if x not in back]
         continue
-      r = queue.pop(0)
+      if r is None:  # only branches whose trunks stopped short are left
+        for x in queue:
+          say(_blocked(workdir, x))
+        break
+      queue.remove(r)
       say(f"[{done}/{total} done] {r.run_id} ({r.sweep}/{r.label}): "
           f"N={r.counts['params_non_embedding']:,} D={r.counts['tokens']:,} "
           f"steps={r.config.train.steps}")
@@ -169,19 +206,25 @@ def _log_path(workdir, run_id: str) -> str:
 
 
 def _run_parallel(workdir, todo: list[Rung], parallel: int, done: int, total: int, say) -> int:
-  queue, held = list(todo), []
+  queue, held = ordered(todo), []
   active: dict[str, tuple[Rung, subprocess.Popen]] = {}
   last_line = ""
   try:
     while queue or active or held:
-      if not queue and not active:
+      startable = [r for r in queue if ready(workdir, r)]
+      if not startable and not active:
+        if not held:  # only branches whose trunks stopped short are left
+          for x in queue:
+            say(_blocked(workdir, x))
+          break
         # Only runs another runner holds are left: wait, then take over what it did not finish.
         time.sleep(POLL_S)
-        queue = [r for r in held if store.run_state(workdir, r.run_id)["state"] != "running"]
-        held = [r for r in held if r not in queue]
+        back = [r for r in held if store.run_state(workdir, r.run_id)["state"] != "running"]
+        queue, held = back + queue, [r for r in held if r not in back]
         continue
-      while queue and len(active) < parallel:
-        r = queue.pop(0)
+      while startable and len(active) < parallel:
+        r = startable.pop(0)
+        queue.remove(r)
         with open(_log_path(workdir, r.run_id), "ab") as logf:
           active[r.run_id] = r, subprocess.Popen(worker_command(workdir, r.run_id),
                                                  stdout=logf, stderr=subprocess.STDOUT)

@@ -10,6 +10,13 @@ Task states come from `squeue -t all` (Slurm keeps finished jobs for `MinJobAge`
 default), then `sacct` where accounting is enabled, else from the run folder: a task that left
 the queue without starting was cancelled; one that stopped with a checkpoint after SIGTERM
 (scancel, time limit, preemption) is `interrupted`.
+
+Cooldown branches (wsd sweeps) are submitted in the same `ladder run` as their trunks, one job
+array per trunk, held by Slurm itself until the trunk's task succeeds
+(`--dependency=afterok:<job>_<task>`, with `--kill-on-invalid-dep=yes` so that a failed trunk
+cancels its branches instead of leaving them pending; the next `ladder run` resubmits both).
+Nothing polls: a branch whose trunk is already complete joins the first array, and one whose
+trunk is still queued from an earlier `ladder run` depends on that task.
 """
 
 from __future__ import annotations
@@ -38,8 +45,9 @@ def submissions(workdir) -> list[dict]:
 
 
 def render_script(workdir, name: str, run_ids: list[str], slurm, *, python: str | None = None,
-                  chdir: str | None = None) -> str:
-  """The sbatch job-array script for `run_ids` with the resources in `ladder.slurm`."""
+                  chdir: str | None = None, dependency: str | None = None) -> str:
+  """The sbatch job-array script for `run_ids` with the resources in `ladder.slurm`;
+  `dependency` (e.g. `afterok:123_0`) holds the array until that job succeeds."""
   python = python or sys.executable
   chdir = chdir or os.getcwd()
   logs = _slurm_dir(workdir) if store.is_local(workdir) else "slurm-logs"
@@ -55,6 +63,8 @@ def render_script(workdir, name: str, run_ids: list[str], slurm, *, python: str 
     lines.append(f"#SBATCH --mem={slurm.mem}")
   if slurm.time:
     lines.append(f"#SBATCH --time={slurm.time}")
+  if dependency:
+    lines += [f"#SBATCH --dependency={dependency}", "#SBATCH --kill-on-invalid-dep=yes"]
   lines += [f"#SBATCH {x.strip()}" for x in str(slurm.extra).split(";") if x.strip()]
   lines += ["set -euo pipefail"]
   if slurm.setup:
@@ -113,42 +123,75 @@ def _parse_pairs(text: str) -> dict[str, str]:
 
 def submit(workdir, name: str, todo: list[Rung], slurm, *, dry_run: bool = False,
            out=None) -> int:
-  """Submits one job array for the runs in `todo` that are not queued or running already."""
+  """Submits the runs in `todo` that are not queued or running already: one job array for the
+  runs that can start now, then one per trunk for its branches, held until the trunk succeeds."""
+  from scaling.ladder.runner import ready
+
   out = out or sys.stdout
-  queued = {rid for rid, t in task_states(workdir).items() if t["state"] in ACTIVE}
-  ids = [r.run_id for r in todo
-         if r.run_id not in queued
-         and store.run_state(workdir, r.run_id)["state"] != "running"]
-  skipped = len(todo) - len(ids)
+  tasks = task_states(workdir)
+  queued = {rid: t["job"] for rid, t in tasks.items() if t["state"] in ACTIVE}
+  pending = [r for r in todo if r.run_id not in queued
+             and store.run_state(workdir, r.run_id)["state"] != "running"]
+  skipped = len(todo) - len(pending)
   if skipped:
     print(f"slurm: {skipped} runs are already queued or running; not resubmitting them",
           file=out)
-  if not ids:
+  if not pending:
     print("slurm: nothing to submit", file=out)
     return 0
+  now = [r for r in pending if r.parent is None or ready(workdir, r)]
+  held: dict[str, list[Rung]] = {}
+  for r in pending:
+    if r not in now:
+      held.setdefault(r.parent, []).append(r)
+  job = _submit_array(workdir, name, [r.run_id for r in now], slurm, dry_run=dry_run,
+                      out=out) if now else None
+  where = {r.run_id: f"{job}_{i}" for i, r in enumerate(now)}
+  for parent, group in held.items():
+    dep = where.get(parent) or queued.get(parent)
+    if dep is None:
+      state = store.run_state(workdir, parent)["state"]
+      print(f"slurm: not submitting the {len(group)} branches of trunk {parent}: it is {state}, "
+            "not queued, and has not saved their fork checkpoints; run `scaling ladder run` "
+            "again once it has (another runner may hold it)", file=out)
+      continue
+    _submit_array(workdir, name, [r.run_id for r in group], slurm, dependency=f"afterok:{dep}",
+                  dry_run=dry_run, out=out)
+  return 0
+
+
+def _submit_array(workdir, name: str, ids: list[str], slurm, *, dependency: str | None = None,
+                  dry_run: bool = False, out) -> str:
+  """sbatch of one job array for `ids`, recorded in submissions.json; returns its job id
+  (`<array N>` in a dry run, which submits and records nothing)."""
   sdir = _slurm_dir(workdir)
   sdir.mkdir(parents=True, exist_ok=True)
-  script = sdir / f"array-{time.strftime('%Y%m%d-%H%M%S')}-{len(submissions(workdir))}.sh"
-  text = render_script(workdir, name, ids, slurm)
+  subs = submissions(workdir)
+  stamp = time.strftime("%Y%m%d-%H%M%S")
+  n = len(subs)
+  while (sdir / f"array-{stamp}-{n}.sh").exists():  # a dry run left one; arrays of one run
+    n += 1
+  script = sdir / f"array-{stamp}-{n}.sh"
+  text = render_script(workdir, name, ids, slurm, dependency=dependency)
   script.write_text(text)
   # sbatch reads a local script file; one kept on gs:// is handed over on stdin instead.
   cmd = ["sbatch", "--parsable"] + ([os.fspath(script)] if store.is_local(script) else [])
-  print(f"slurm: {len(ids)} runs -> {shlex.join(cmd)}", file=out)
+  after = f" after {dependency.split(':', 1)[1]}" if dependency else ""
+  print(f"slurm: {len(ids)} runs{after} -> {shlex.join(cmd)}", file=out)
   if dry_run:
     print(script.read_text(), file=out)
-    return 0
+    return f"<array {n}>"
   proc = _run(cmd, None if store.is_local(script) else text)
   if proc.returncode != 0:
     raise ScalingError(f"sbatch failed: {proc.stderr.strip() or proc.stdout.strip()}; check "
                        "ladder.slurm (partition, resources) and that slurmctld is reachable")
   job_id = proc.stdout.strip().split(";")[0]
-  subs = submissions(workdir)
   subs.append({"job_id": job_id, "run_ids": ids, "script": os.fspath(script),
-               "time": time.time()})
+               "time": time.time(), "dependency": dependency})
   store.write_json(sdir / SUBMISSIONS, {"submissions": subs})
-  print(f"slurm: submitted job array {job_id} ({len(ids)} tasks); follow it with "
+  print(f"slurm: submitted job array {job_id} ({len(ids)} tasks{after}); follow it with "
         f"`scaling ladder status {workdir}`", file=out)
-  return 0
+  return job_id
 
 
 def merge_state(folder: dict, task: dict | None) -> str:

@@ -22,6 +22,23 @@ Sweep kinds:
   Sec. 3: expert width d_ff / G, G x as many experts and G x top-k, so active parameters stay
   fixed), trained for `tokens_per_param` x N_active tokens.
 
+* `wsd`: warm-up-stable-decay trunks with cooldown branches (Hagele et al. 2024,
+  arXiv:2405.18392; Hu et al. 2024, MiniCPM, Sec. 4). For each depth in `depths`, one **trunk**
+  trains at a constant learning rate after its warm-up, and one **branch** per ratio r in
+  `tokens_per_param` (D = r N) forks from it: the branch restores the trunk's checkpoint at its
+  fork step and decays the learning rate over the final `cooldown_fraction` of its own D
+  (`cooldown_shape` `linear` or `1-sqrt`), so its final eval is one (N, D) point. The fork step
+  is the branch's `scaling.train.optimizer.decay_start`, and before it the branch's `wsd`
+  schedule equals the trunk's `constant` one term for term, so a branch is bitwise the run it
+  would be trained alone from step 0. The trunk runs to the last fork step (or to
+  `trunk_tokens_per_param` x N tokens), checkpoints and evaluates at every fork step and keeps
+  those checkpoints; it is not a fitted point (its evals are `mid-run` points). Every branch
+  and its trunk share one learning rate, batch and warm-up: the size rules are applied at the
+  largest D, the warm-up is `warmup_fraction` x the smallest branch's steps. A branch's config
+  carries `branch.{parent, step}` (the trunk's run id and the fork step: part of its identity)
+  and the trunk's carries `trunk.branch_steps`. Spent compute: the trunk plus each branch's
+  steps after its fork, against the sum of the branches' C as independent runs.
+
 Held-out rungs: a sweep with `holdout=True` (every rung), or the labels in its `holdout_rungs`
 (e.g. `("C=1e+12 d7",)`), are trained like any other run but marked `holdout` (the manifest row
 and `config.ladder.holdout`), so `scaling fit` leaves them out of the fit and predicts them. A
@@ -35,6 +52,11 @@ Per-run rules (`ladder.rules`), so no rung needs hand tuning:
 * batch: `batch_rule="deepseek"` uses B = 0.2920 C^0.3271 tokens (same source), in sequences,
   rounded to a multiple of `batch_multiple` (the data-parallel width you will run on) and
   clipped to [`min_batch`, `max_batch`]; `"fixed"` keeps `run.train.global_batch`.
+* `run.train.hparam_rule="fit:PATH[,PATH]"` replaces DeepSeek's Eq. 1 by fitted laws
+  (`scaling fit --law=lr|batch`) under the same bounds. Both rules are `scaling.hparam_rules`,
+  the implementation `scaling train` uses too.
+* a sweep's `tune` block (`scaling.ladder.tuning.tune(lr=(0.5, 1, 2))`) trains each rung once
+  per variant (LR and batch multipliers around these rules, beta2 values); see that module.
 * steps = round(D / (batch x seq_len)) (at least `min_steps`); the cosine decays over exactly
   the run's steps (`scaling.train.optimizer.schedule`), warm-up = `warmup_fraction` x steps
   (at least 1 step), `evals` evaluations and `checkpoints` checkpoints per run.
@@ -53,15 +75,17 @@ import math
 
 import ml_collections
 
-from scaling import hardware
+from scaling import hardware, hparam_rules
+from scaling.accounting import run_counts
 from scaling.config import validate
 from scaling.errors import ScalingError
+from scaling.ladder import tuning
 from scaling.models.shapes import ladder_shape, log_spaced_depths
 from scaling.train.identity import IGNORED_FIELDS, identity_hash  # noqa: F401
-from scaling.train.optimizer import deepseek_hparams
+from scaling.train.optimizer import DECAY_SHAPES, decay_start
 
 # The fields left out of the run id: one rule with the workdir identity (scaling.train.identity).
-SWEEP_KINDS = ("grid", "isoflop", "moe")
+SWEEP_KINDS = ("grid", "isoflop", "moe", "wsd")
 
 
 @dataclasses.dataclass
@@ -72,11 +96,27 @@ class Rung:
   sweep: str
   label: str  # e.g. "C=1e+12 d3" (names the rung in errors and tables)
   config: ml_collections.ConfigDict
-  counts: dict  # scaling.train.loop.run_counts of the config
+  counts: dict  # scaling.accounting.run_counts of the config
   budget: float | None = None  # the IsoFLOP budget assigned, FLOPs
   experts: int = 1
   est_time_s: float = 0.0
   holdout: bool = False  # trained, but left out of the fit and predicted by it
+  role: str = "run"  # "run" (an independent run) | "trunk" | "branch" (wsd sweeps)
+  parent: str | None = None  # a branch's trunk (run id)
+  branch_step: int | None = None  # the trunk step a branch forks at
+
+  @property
+  def spent_flops(self) -> float:
+    """FLOPs this rung itself trains: a branch only its steps after the fork."""
+    steps = self.config.train.steps
+    if self.branch_step is None:
+      return float(self.counts["flops"])
+    return float(self.counts["flops"]) * (steps - self.branch_step) / steps
+
+  @property
+  def independent_flops(self) -> float:
+    """FLOPs of this rung's (N, D) point trained as an independent run (a trunk has none)."""
+    return 0.0 if self.role == "trunk" else float(self.counts["flops"])
 
   def row(self) -> dict:
     """One row of `scaling ladder show` and of the manifest."""
@@ -88,7 +128,10 @@ class Rung:
                 params_total=self.counts["params_total"], tokens=self.counts["tokens"],
                 flops=self.counts["flops"], budget=self.budget, experts=self.experts,
                 steps=t.steps, global_batch=t.global_batch, lr=t.lr,
-                est_time_s=self.est_time_s, holdout=int(self.holdout))
+                est_time_s=self.est_time_s, holdout=int(self.holdout), role=self.role,
+                parent_run_id=self.parent, branch_step=self.branch_step,
+                cooldown_fraction=t.decay_fraction if self.role == "branch" else None,
+                flops_spent=self.spent_flops, **tuning.rung_fields(self.config))
 
 
 def run_id(cfg: ml_collections.ConfigDict | dict) -> str:
@@ -98,30 +141,22 @@ def run_id(cfg: ml_collections.ConfigDict | dict) -> str:
   return f"{name}-{identity_hash(d)[:12]}"
 
 
-def _sig(x: float, digits: int = 4) -> float:
-  """Rounds to `digits` significant digits, so configs (and run ids) stay readable and stable."""
-  return float(f"{x:.{digits}g}")
-
-
 def _apply_rules(cfg: ml_collections.ConfigDict, rules, tokens: float, flops: float,
-                 where: str) -> None:
-  """Fills lr, batch, steps, warm-up, eval and checkpoint cadence of one rung (see module doc)."""
-  t = cfg.train
-  lr, batch_tokens = deepseek_hparams(max(flops, 1.0))
-  if rules.lr_rule == "deepseek":
-    t.lr = _sig(min(rules.lr_max, lr * rules.lr_scale))
-  elif rules.lr_rule != "fixed":
-    raise ScalingError(f"ladder.rules.lr_rule={rules.lr_rule!r}; choose 'deepseek' or 'fixed'")
+                 where: str, variant: dict | None = None, *,
+                 rule_tokens: float | None = None) -> None:
+  """Fills lr, batch, steps, warm-up, eval and checkpoint cadence of one rung (see module doc);
+  lr and batch by the one size-rule implementation, `scaling.hparam_rules`, times the sweep
+  variant's multipliers (`scaling.ladder.tuning`)."""
+  t, variant = cfg.train, variant or {}
+  t.lr, t.global_batch = hparam_rules.resolve(
+      hparam_rules.ladder_rule(rules, t.hparam_rule), params=run_counts(cfg)[
+          "params_non_embedding"], tokens=rule_tokens or tokens, flops=max(flops, 1.0),
+      seq_len=t.seq_len,
+      lr=t.lr, global_batch=t.global_batch, microbatches=t.microbatches,
+      bounds=hparam_rules.Bounds.from_rules(rules), lr_mult=variant.get("lr_mult", 1.0),
+      batch_mult=variant.get("batch_mult", 1.0))
+  tuning.apply_b2(cfg, variant)
   mult = max(1, int(rules.batch_multiple)) * max(1, int(t.microbatches))
-  if rules.batch_rule == "deepseek":
-    batch = max(1, int(round(batch_tokens / t.seq_len / mult))) * mult
-    batch = max(batch, int(math.ceil(rules.min_batch / mult)) * mult)
-    if rules.max_batch:
-      batch = min(batch, max(mult, int(rules.max_batch) // mult * mult))
-    t.global_batch = batch
-  elif rules.batch_rule != "fixed":
-    raise ScalingError(f"ladder.rules.batch_rule={rules.batch_rule!r}; choose 'deepseek' or "
-                       "'fixed'")
   if t.global_batch % mult:
     raise ScalingError(f"{where}: train.global_batch={t.global_batch} is not a multiple of "
                        f"ladder.rules.batch_multiple x train.microbatches = {mult}")
@@ -148,10 +183,19 @@ def _shape(ladder, run, depth: int) -> dict:
 
 def _rung(lcfg, sweep: str, label: str, model: dict, *, tokens_per_param: float | None = None,
           budget: float | None = None, moe: dict | None = None, experts: int = 1,
-          granularity: int = 1) -> Rung:
-  """Builds and validates one rung; every error names `sweep/label`."""
-  from scaling.train.loop import run_counts
+          granularity: int = 1, rule_tokens_per_param: float | None = None,
+          variant: dict | None = None) -> Rung:
+  """Builds and validates one rung; every error names `sweep/label`.
 
+  `variant`: the sweep variant (`scaling.ladder.tuning.variants`) this rung trains, its tag
+  appended to `label`; None for a kind that has none.
+
+  `rule_tokens_per_param`: the size rules (lr, batch) are applied as if the rung trained that
+  many tokens per parameter (the runs of one wsd trunk share them).
+  """
+  if variant is None:
+    variant = tuning.plain(lcfg.ladder.sweeps[sweep], sweep)
+  base, label = label, tuning.label(label, variant)
   where = f"ladder rung {sweep}/{label}"
   ladder, cfg = lcfg.ladder, ml_collections.ConfigDict(lcfg.run.to_dict())
   cfg.model.update(model)
@@ -171,7 +215,11 @@ def _rung(lcfg, sweep: str, label: str, model: dict, *, tokens_per_param: float 
       tokens = tokens_per_param * run_counts(cfg)["params_active"] if moe is not None \
           else tokens_per_param * run_counts(cfg)["params_non_embedding"]
       target_flops = tokens * per_token
-    _apply_rules(cfg, rules, tokens, target_flops, where)
+    rule_tokens = tokens
+    if rule_tokens_per_param is not None:  # (N, D, C) of the rules: the shared trunk's
+      rule_tokens = tokens * rule_tokens_per_param / tokens_per_param
+      target_flops *= rule_tokens_per_param / tokens_per_param
+    _apply_rules(cfg, rules, tokens, target_flops, where, variant, rule_tokens=rule_tokens)
     validate(cfg)
   except ScalingError as e:
     msg = str(e)
@@ -185,14 +233,21 @@ def _rung(lcfg, sweep: str, label: str, model: dict, *, tokens_per_param: float 
           f"the budget {budget:.4g} (tolerance sweeps.{sweep}.tolerance="
           f"{ladder.sweeps[sweep].tolerance}); use a smaller batch or a larger budget")
   sw = ladder.sweeps[sweep]
-  held = bool(sw.get("holdout", False)) or label in tuple(sw.get("holdout_rungs", ()))
+  held = bool(sw.get("holdout", False)) or base in tuple(sw.get("holdout_rungs", ()))
   cfg.ladder = ml_collections.ConfigDict(dict(
       name=str(ladder.name), sweep=sweep, label=label, budget=budget, experts=experts,
-      granularity=granularity, tokens_per_param=tokens_per_param, holdout=held))
+      granularity=granularity, tokens_per_param=tokens_per_param, holdout=held,
+      **tuning.labels(cfg, base, variant, tokens)))
   rid = run_id(cfg)  # ladder labels (holdout included) are not part of the id
   cfg.run_id = rid
   peak = hardware.peak_flops(ladder.hardware) * max(1, ladder.devices) * ladder.mfu
   return Rung(rid, sweep, label, cfg, counts, budget, experts, counts["flops"] / peak, held)
+
+
+def _variants(lcfg, sweep: str, label: str, model: dict, **kw) -> list[Rung]:
+  """`_rung` once per variant of the sweep's `tune` block (one plain rung without it)."""
+  return tuning.distinct([_rung(lcfg, sweep, label, model, variant=v, **kw)
+                          for v in tuning.variants(lcfg.ladder.sweeps[sweep], sweep)])
 
 
 def _with_steps(cfg: ml_collections.ConfigDict, steps: int) -> ml_collections.ConfigDict:
@@ -229,8 +284,8 @@ def expand(lcfg: ml_collections.ConfigDict) -> list[Rung]:
     if kind == "grid":
       for depth in sw.depths:
         for r in sw.tokens_per_param:
-          rungs.append(_rung(lcfg, name, f"d{depth} r{r:g}", _shape(ladder, lcfg.run, depth),
-                             tokens_per_param=float(r)))
+          rungs.extend(_variants(lcfg, name, f"d{depth} r{r:g}",
+                                 _shape(ladder, lcfg.run, depth), tokens_per_param=float(r)))
     elif kind == "isoflop":
       for budget in sw.budgets:
         depths = _depths_for_budget(ladder, sw, float(budget))
@@ -240,8 +295,12 @@ def expand(lcfg: ml_collections.ConfigDict) -> list[Rung]:
               f"ladder rung {name}/C={budget:.3g}: only {len(depths)} distinct depth(s) "
               f"{depths} fit; raise sweeps.{name}.n_spread or count, or list sweeps.{name}.depths")
         for depth in depths:
-          rungs.append(_rung(lcfg, name, f"C={budget:.3g} d{depth}",
-                             _shape(ladder, lcfg.run, depth), budget=float(budget)))
+          rungs.extend(_variants(lcfg, name, f"C={budget:.3g} d{depth}",
+                                 _shape(ladder, lcfg.run, depth), budget=float(budget)))
+    elif kind == "wsd":
+      _check_wsd(name, sw)
+      for depth in sw.depths:
+        rungs.extend(_wsd_rungs(lcfg, name, sw, int(depth)))
     else:
       base = _shape(ladder, lcfg.run, sw.depth)
       for e in sw.experts:
@@ -255,8 +314,8 @@ def expand(lcfg: ml_collections.ConfigDict) -> list[Rung]:
                                  f"divisible by granularity {g}; choose a divisor")
             moe = dict(num_experts=e * g, top_k=int(sw.top_k) * g,
                        expert_d_ff=base["d_ff"] // g)
-          rungs.append(_rung(lcfg, name, f"E{e} G{g}", base, moe=moe, experts=e * g,
-                             granularity=g, tokens_per_param=float(sw.tokens_per_param)))
+          rungs.extend(_variants(lcfg, name, f"E{e} G{g}", base, moe=moe, experts=e * g,
+                                 granularity=g, tokens_per_param=float(sw.tokens_per_param)))
   _check_labels(ladder, rungs)
   seen: dict[str, Rung] = {}
   for r in rungs:
@@ -270,10 +329,107 @@ def expand(lcfg: ml_collections.ConfigDict) -> list[Rung]:
   return list(seen.values())
 
 
+def _check_wsd(name: str, sw) -> None:
+  """The wsd sweep's own fields: one error naming the field and the fix."""
+  f = sw.get("cooldown_fraction", 0.2)
+  if not isinstance(f, (int, float)) or not 0.0 < f < 1.0:
+    raise ScalingError(f"ladder.sweeps.{name}.cooldown_fraction={f!r} must be in (0, 1): the "
+                       "final fraction of each branch's tokens spent cooling down (default 0.2)")
+  shape = sw.get("cooldown_shape", "1-sqrt")
+  if shape not in DECAY_SHAPES:
+    raise ScalingError(f"ladder.sweeps.{name}.cooldown_shape={shape!r} is unknown; choose one "
+                       f"of {', '.join(DECAY_SHAPES)}")
+  if not len(sw.get("tokens_per_param", ())) or not len(sw.get("depths", ())):
+    raise ScalingError(f"ladder.sweeps.{name} needs depths and tokens_per_param (one branch per "
+                       "token count), e.g. wsd_sweep((1, 2), (5, 10, 20))")
+  if sw.get("tune"):
+    raise ScalingError(f"ladder.sweeps.{name}.tune: a wsd sweep takes no tune block (each "
+                       "learning-rate variant would need its own trunk); sweep the learning "
+                       "rate in a grid sweep, or give each variant its own wsd sweep")
+  if any(float(r) <= 0 for r in sw.tokens_per_param):
+    raise ScalingError(f"ladder.sweeps.{name}.tokens_per_param={tuple(sw.tokens_per_param)} "
+                       "must all be positive")
+
+
+def _wsd_rungs(lcfg, name: str, sw, depth: int) -> list[Rung]:
+  """One trunk and its cooldown branches for one model size (module doc, kind `wsd`)."""
+  ladder = lcfg.ladder
+  shape = _shape(ladder, lcfg.run, depth)
+  ratios = sorted({float(r) for r in sw.tokens_per_param})
+  branches = [_rung(lcfg, name, f"d{depth} r{r:g}", shape, tokens_per_param=r,
+                    rule_tokens_per_param=ratios[-1]) for r in ratios]
+  shortest = branches[0].config.train.steps
+  warmup = max(1, int(round(ladder.rules.warmup_fraction * shortest)))
+  forks = []
+  for b in branches:
+    t = b.config.train
+    t.update(schedule="wsd", decay_fraction=float(sw.get("cooldown_fraction", 0.2)),
+             decay_shape=str(sw.get("cooldown_shape", "1-sqrt")), warmup_steps=warmup)
+    forks.append(decay_start(t))
+    if forks[-1] <= warmup:
+      raise ScalingError(
+          f"ladder rung {name}/{b.label}: its cooldown starts at step {forks[-1]} of "
+          f"{t.steps}, inside the trunk's warm-up of {warmup} steps; lower "
+          f"sweeps.{name}.cooldown_fraction or rules.warmup_fraction, or raise its "
+          "tokens_per_param")
+  trunk_steps = max(forks)
+  if sw.get("trunk_tokens_per_param", 0.0):
+    t = branches[-1].config.train
+    n = branches[-1].counts["params_non_embedding"]
+    trunk_steps = int(round(sw.trunk_tokens_per_param * n / (t.global_batch * t.seq_len)))
+    beyond = [(b, s) for b, s in zip(branches, forks, strict=True) if s > trunk_steps]
+    if beyond:
+      b, s = beyond[-1]
+      raise ScalingError(
+          f"ladder rung {name}/{b.label}: its branch point, step {s}, is beyond the trunk's "
+          f"{trunk_steps} steps (sweeps.{name}.trunk_tokens_per_param="
+          f"{sw.trunk_tokens_per_param:g}); raise trunk_tokens_per_param to at least "
+          f"{s * t.global_batch * t.seq_len / n:.4g} or drop that token count")
+  trunk = _trunk(lcfg, name, depth, branches[-1], trunk_steps, warmup, sorted(set(forks)))
+  for b, fork in zip(branches, forks, strict=True):
+    b.config.branch = ml_collections.ConfigDict(dict(parent=trunk.run_id, step=fork))
+    b.config.ladder.role = "branch"
+    b.role, b.parent, b.branch_step = "branch", trunk.run_id, fork
+    _finish(lcfg, b)
+  return [trunk, *branches]
+
+
+def _trunk(lcfg, name: str, depth: int, longest: Rung, steps: int, warmup: int,
+           forks: list[int]) -> Rung:
+  """The constant-LR trunk of a wsd sweep: the longest branch's config, cut at `steps`."""
+  cfg = ml_collections.ConfigDict(longest.config.to_dict())
+  rules, t = lcfg.ladder.rules, cfg.train
+  t.update(steps=steps, schedule="constant", warmup_steps=warmup, decay_shape="linear")
+  t.decay_fraction = lcfg.run.train.decay_fraction  # unused by `constant`: the run's default
+  t.eval_every = max(1, math.ceil(steps / max(1, rules.evals)))
+  t.checkpoint_every = max(1, math.ceil(steps / max(1, rules.checkpoints)))
+  t.log_every = max(1, math.ceil(steps / max(1, rules.log_points)))
+  # Part of the trunk's identity: a trunk with other branch points is another run (a finished
+  # trunk cannot grow a checkpoint in its past).
+  cfg.trunk = ml_collections.ConfigDict(dict(branch_steps=tuple(int(s) for s in forks)))
+  cfg.ladder.update(label=f"d{depth} trunk", tokens_per_param=None, holdout=False, role="trunk")
+  rung = Rung("", name, f"d{depth} trunk", cfg, {}, experts=longest.experts, role="trunk")
+  return _finish(lcfg, rung)
+
+
+def _finish(lcfg, rung: Rung) -> Rung:
+  """Validates a rung's edited config and renews its id, counts and time estimate."""
+  try:
+    validate(rung.config)
+  except ScalingError as e:
+    raise ScalingError(f"ladder rung {rung.sweep}/{rung.label}: {e}") from None
+  rung.counts = run_counts(rung.config)
+  rung.run_id = rung.config.run_id = run_id(rung.config)
+  ladder = lcfg.ladder
+  peak = hardware.peak_flops(ladder.hardware) * max(1, ladder.devices) * ladder.mfu
+  rung.est_time_s = rung.spent_flops / peak
+  return rung
+
+
 def _check_labels(ladder, rungs: list[Rung]) -> None:
   """Every label in a sweep's `holdout_rungs` names one of its rungs (typos fail here)."""
   for name, sw in ladder.sweeps.items():
-    labels = {r.label for r in rungs if r.sweep == name}
+    labels = {r.config.ladder.get("rung", r.label) for r in rungs if r.sweep == name}
     for lab in tuple(sw.get("holdout_rungs", ())):
       if lab not in labels:
         raise ScalingError(f"ladder.sweeps.{name}.holdout_rungs names {lab!r}, which is not a "
@@ -286,9 +442,10 @@ def default_ladder() -> ml_collections.ConfigDict:
   lad.name = "ladder"
   lad.shape = ml_collections.ConfigDict(dict(aspect=64, head_dim=64, mlp="swiglu"))
   lad.rules = ml_collections.ConfigDict(dict(
-      lr_rule="deepseek", lr_scale=1.0, lr_max=0.02, batch_rule="deepseek", batch_multiple=8,
-      min_batch=8, max_batch=0, min_steps=10, warmup_fraction=0.05, evals=4, checkpoints=4,
-      log_points=20))
+      # lr_scale, lr_max, batch_multiple, min_batch, max_batch: the size rules' bounds, whose
+      # defaults `scaling train` uses too (`scaling.hparam_rules.Bounds`).
+      lr_rule="deepseek", batch_rule="deepseek", **dataclasses.asdict(hparam_rules.Bounds()),
+      min_steps=10, warmup_fraction=0.05, evals=4, checkpoints=4, log_points=20))
   lad.sweeps = ml_collections.ConfigDict()
   # For time estimates in `ladder show`: hardware name (scaling.hardware.PEAKS), devices per
   # run and the model FLOPs utilisation you expect.
@@ -332,4 +489,25 @@ def moe_sweep(depth: int, experts, granularity=(1,), *, top_k: int = 1,
   return ml_collections.ConfigDict(dict(
       kind="moe", depth=depth, experts=tuple(experts), granularity=tuple(granularity),
       top_k=top_k, tokens_per_param=float(tokens_per_param),
+      **_holdout_fields(holdout, holdout_rungs)))
+
+
+def wsd_sweep(depths, tokens_per_param, *, cooldown_fraction: float = 0.2,
+              cooldown_shape: str = "1-sqrt", trunk_tokens_per_param: float = 0.0,
+              holdout: bool = False, holdout_rungs=()) -> ml_collections.ConfigDict:
+  """One constant-LR trunk per depth and a cooldown branch per token ratio (module doc).
+
+  Args:
+    depths: model sizes (`ladder_shape` depths), one trunk each.
+    tokens_per_param: D / N of each branch, one (N, D) point each.
+    cooldown_fraction: the final fraction of each branch's tokens spent decaying, in (0, 1)
+      (Hagele et al. 2024 find 0.2 matches a cosine run).
+    cooldown_shape: `linear` or `1-sqrt`.
+    trunk_tokens_per_param: train the trunk this far (tokens / N); 0 = to the last fork.
+  """
+  return ml_collections.ConfigDict(dict(
+      kind="wsd", depths=tuple(int(d) for d in depths),
+      tokens_per_param=tuple(float(r) for r in tokens_per_param),
+      cooldown_fraction=cooldown_fraction, cooldown_shape=cooldown_shape,
+      trunk_tokens_per_param=float(trunk_tokens_per_param),
       **_holdout_fields(holdout, holdout_rungs)))

@@ -28,6 +28,7 @@ from etils import epath
 
 from scaling import storage
 from scaling.errors import ScalingError
+from scaling.train import record
 
 MANIFEST = "ladder.json"
 SPEC = "spec.json"
@@ -71,7 +72,7 @@ def run_state(workdir, run_id: str) -> dict:
   runner: killed), `pending` (nothing yet).
   """
   d = run_dir(workdir, run_id)
-  result = read_json(d / "result.json")
+  result = record.read_result(d)
   steps_done, eval_loss, wall = 0, None, None
   for x in storage.read_jsonl(d / "metrics.jsonl"):
     steps_done, wall = x.get("step", steps_done), x.get("elapsed_s", wall)
@@ -80,16 +81,16 @@ def run_state(workdir, run_id: str) -> dict:
   if lock is not None and not _stale(lock):
     state = "running"
   elif result is not None:
-    state = result.get("status", "unknown")
-    steps_done = result.get("steps_done", steps_done)
-    eval_loss = result.get("final_eval_loss") or eval_loss
-    wall = result.get("wall_time_s", wall)
+    state = result.status if result.status is not None else "unknown"
+    steps_done = result.steps_done if result.steps_done is not None else steps_done
+    eval_loss = result.final_eval_loss or eval_loss
+    wall = result.wall_time_s if result.wall_time_s is not None else wall
   elif steps_done or (d / "checkpoints").exists():
     state = "partial"
   else:
     state = "pending"
   return dict(run_id=run_id, state=state, steps_done=steps_done, eval_loss=eval_loss,
-              wall_time_s=wall, error=(result or {}).get("error"))
+              wall_time_s=wall, error=result.error if result is not None else None)
 
 
 # ------------------------------------------------------------------------------------- locks

@@ -6,6 +6,10 @@ run together, one run after another. With `ladder.tpu_vm.queued_resource`, a que
 request for the slice is rendered first (Cloud TPU docs, "Manage queued resources":
 `gcloud compute tpus queued-resources create`). Keep the workdir on `gs://` so every worker (and
 you) sees the same run folders.
+
+The runs go one after another in one `&&` chain, every wsd trunk before its cooldown branches
+(`scaling.ladder.runner.ordered`), so a branch starts only after its trunk finished, checkpoint
+at the fork step included; a trunk that fails stops the chain before its branches.
 """
 
 from __future__ import annotations
@@ -37,9 +41,11 @@ def render(workdir, todo: list[Rung], tpu) -> list[list[str]]:
                  f"--node-id={tpu.name}", f"--accelerator-type={tpu.accelerator_type}",
                  f"--runtime-version={tpu.runtime_version}", *common]
                 + (["--spot"] if tpu.spot else []))
+  from scaling.ladder.runner import ordered
+
   workers = " && ".join(
       f"{tpu.python} -m scaling.cli ladder worker {shlex.quote(os.fspath(workdir))} "
-      f"--run_id={shlex.quote(r.run_id)}" for r in todo)
+      f"--run_id={shlex.quote(r.run_id)}" for r in ordered(todo))
   remote = f"cd {tpu.repo_dir}" + (f" && {tpu.setup}" if tpu.setup else "") + f" && {workers}"
   cmds.append(["gcloud", "compute", "tpus", "tpu-vm", "ssh", str(tpu.name), *common,
                "--worker=all", f"--command={remote}"])

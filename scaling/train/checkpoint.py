@@ -12,6 +12,11 @@ read before any array is:
   before it is used. It is kept as it is, never deleted (the retention policy preserves it and
   no save replaces it), so the damage can still be inspected.
 
+Branches (`scaling.ladder.spec`, sweeps of kind `wsd`): a trunk saves and keeps forever the
+checkpoints at its `trunk.branch_steps`, and a branch with no checkpoint of its own starts from
+its parent's checkpoint at `branch.step` (`restore_branch`), read through a read-only manager so
+that a trunk still training is never disturbed.
+
 Checking the metadata first also keeps a mismatch from reaching orbax's asynchronous restore,
 which on a shape error returns while tensorstore reads are still in flight; their callbacks then
 hit a closed event loop and print "RuntimeError: Event loop is closed" tracebacks.
@@ -78,18 +83,25 @@ class Checkpointer:
   """Saves and restores the train-state pytree under `workdir/checkpoints`."""
 
   def __init__(self, workdir: str | os.PathLike, *, every: int, keep: int,
-               async_save: bool = True):
+               async_save: bool = True, keep_steps=(), read_only: bool = False):
+    """`keep_steps`: steps always saved and never deleted (a trunk's branch points);
+    `read_only`: only restore (another run's checkpoints: nothing is saved or cleaned up)."""
     # orbax writes gs:// itself (tensorstore); local paths must be absolute for it.
     workdir = storage.Path(os.path.abspath(workdir) if storage.is_local(workdir) else workdir)
     self.workdir = workdir
     self.directory = workdir / "checkpoints"
     self.unreadable: set[int] = set()
+    self.keep_steps = frozenset(int(x) for x in keep_steps)
     options = ocp.CheckpointManagerOptions(
-        save_decision_policy=sdp.FixedIntervalPolicy(max(1, every)),
+        save_decision_policy=sdp.AnySavePolicy(
+            [sdp.FixedIntervalPolicy(max(1, every)), sdp.SpecificStepsPolicy(self.keep_steps)]),
         preservation_policy=pp.AnyPreservationPolicy(
-            [pp.LatestN(max(1, keep)), _KeepSteps(self.unreadable)]),
+            [pp.LatestN(max(1, keep)), _KeepSteps(self.unreadable),
+             pp.CustomSteps(sorted(self.keep_steps))]),
         enable_async_checkpointing=async_save,
-        cleanup_tmp_directories=True,
+        cleanup_tmp_directories=not read_only,
+        read_only=read_only,
+        create=not read_only,
     )
     # The handler is named so that metadata can be read without restoring (restore_latest).
     self.manager = ocp.CheckpointManager(
@@ -147,6 +159,29 @@ class Checkpointer:
         self._skip(step, f"{type(e).__name__}: {e}")
     return None
 
+  def restore_step(self, step: int, target, *, why: str):
+    """The state saved at exactly `step` (the shardings of `target`); ScalingError, with `why`
+    (what the caller needs it for), when it is missing, does not fit or cannot be read."""
+    if step not in self.manager.all_steps():
+      raise ScalingError(f"{os.fspath(self.directory)} has no checkpoint at step {step}, which "
+                         f"{why}; train that run first (`scaling ladder run` orders it)")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    saved = self._saved_shapes(step)
+    changes = ["its metadata cannot be read"] if saved is None else mismatches(
+        saved, leaf_shapes(abstract))
+    if changes:
+      raise ScalingError(f"the checkpoint at step {step} in {os.fspath(self.directory)}, which "
+                         f"{why}, does not fit this model ({', '.join(changes[:3])}); the "
+                         "branch and its trunk must be one model: retrain them in a new folder")
+    try:
+      restored = self.manager.restore(
+          step, args=ocp.args.Composite(**{ITEM: ocp.args.StandardRestore(abstract)}))
+    except Exception as e:  # noqa: BLE001 - any failure here is one line for the user
+      raise ScalingError(f"the checkpoint at step {step} in {os.fspath(self.directory)}, which "
+                         f"{why}, cannot be read ({type(e).__name__}: {str(e)[:200]}); retrain "
+                         "that run in a new folder") from None
+    return restored[ITEM]
+
   def wait(self) -> None:
     self.manager.wait_until_finished()
 
@@ -156,3 +191,46 @@ class Checkpointer:
       self.manager.wait_until_finished()
     finally:
       self.manager.close()
+
+
+def branch_steps(cfg) -> frozenset[int]:
+  """A trunk's branch points (`trunk.branch_steps`): saved, evaluated and kept; else empty."""
+  trunk = cfg.get("trunk") or {}
+  return frozenset(int(x) for x in (trunk.get("branch_steps") or ()))
+
+
+def parent_dir(cfg, workdir) -> storage.Path:
+  """Where a branch's trunk lives: `branch.parent_dir`, else the sibling run folder
+  `<workdir>/../<branch.parent>` (the ladder layout, runs/<run_id>/)."""
+  b = cfg.branch
+  if b.get("parent_dir"):
+    return storage.Path(b.parent_dir)
+  return storage.Path(workdir).parent / str(b.parent)
+
+
+def saved_steps(workdir) -> list[int]:
+  """The finished checkpoint steps of a run folder (orbax's own rule: no temporary ones)."""
+  d = storage.Path(workdir) / "checkpoints"
+  if not d.exists():
+    return []
+  return sorted(ocp.path.step.checkpoint_steps(d))
+
+
+def restore_branch(cfg, workdir, target) -> tuple[int, object]:
+  """(branch.step, state): a branch's first state, its parent's checkpoint at the fork step.
+
+  Bitwise the trunk's own state at that step; the branch's schedule equals the trunk's until
+  then (`scaling.train.optimizer.schedule`), so the branch continues as the trunk would have.
+  """
+  b = cfg.branch
+  step = int(b.step)
+  if not 0 < step < int(cfg.train.steps):
+    raise ScalingError(f"branch.step={step} must be in (0, train.steps={cfg.train.steps}): the "
+                       "trunk step the branch forks at")
+  parent = Checkpointer(parent_dir(cfg, workdir), every=1, keep=1, read_only=True)
+  try:
+    state = parent.restore_step(step, target, why=f"branch {os.fspath(workdir)} forks from")
+  finally:
+    parent.close()
+  log.info("branch %s starts from step %d of %s", os.fspath(workdir), step, parent.workdir)
+  return step, state

@@ -22,6 +22,7 @@ import ml_collections
 
 from scaling import storage
 from scaling.errors import ScalingError
+from scaling.train import record
 
 IDENTITY = "identity.json"
 # Fields left out: they change where or how a run is computed or reported, not its numbers (the
@@ -35,6 +36,9 @@ IGNORED_FIELDS = (
     "train.hardware", "train.microbatches",
     "model.remat", "model.scan_layers", "model.attention_impl",
 )
+# Fields added after run ids were first handed out, with their defaults: at the default they are
+# left out, so adding a field never renames (or orphans) the runs made before it existed.
+LATER_FIELDS = {"train.decay_shape": "linear"}
 MAX_NAMED = 5  # differing fields named in the refusal; the rest are counted
 _MISSING = object()
 
@@ -48,6 +52,13 @@ def identity(cfg: ml_collections.ConfigDict | dict) -> dict:
     for p in parents:
       node = node.get(p, {}) if isinstance(node, dict) else {}
     if isinstance(node, dict):
+      node.pop(leaf, None)
+  for path, default in LATER_FIELDS.items():
+    *parents, leaf = path.split(".")
+    node = d
+    for p in parents:
+      node = node.get(p, {}) if isinstance(node, dict) else {}
+    if isinstance(node, dict) and node.get(leaf, default) == default:
       node.pop(leaf, None)
   return json.loads(json.dumps(d, default=str))
 
@@ -113,10 +124,12 @@ def recorded(workdir) -> dict | None:
   saved = storage.read_json(workdir / IDENTITY)
   if saved is not None and isinstance(saved.get("identity"), dict):
     return saved["identity"]
-  for name, pick in (("config.json", lambda x: x), ("result.json", lambda x: x.get("config"))):
-    found = storage.read_json(workdir / name)
-    if isinstance(found, dict) and isinstance(pick(found), dict):
-      return identity(pick(found))
+  found = storage.read_json(workdir / "config.json")
+  if isinstance(found, dict):
+    return identity(found)
+  result = record.read_result(workdir)
+  if result is not None and isinstance(result.config, dict):
+    return identity(result.config)
   return None
 
 

@@ -4,6 +4,13 @@ Writes into `workdir`: `config.json` (resolved), `metrics.jsonl` (one line per l
 TensorBoard events under `tb/`, orbax checkpoints under `checkpoints/`, and `result.json` (the
 run record). Running it again on the same workdir resumes from the newest good checkpoint and
 finishes with the same numbers as an uninterrupted run; on a complete run it returns at once.
+
+`train` runs, in order: `resolve_config` (our copy, validated, size rules applied), the
+identity check, `build_trainer` (sharded state and jitted steps), `restore` (the newest good
+checkpoint, or step 0), `Inputs` (the batches), `run_steps` (the step loop: log, evaluate,
+checkpoint, stop on a signal or a non-finite loss) and `run_record` (the `RunRecord` written
+as result.json). Lines go to `scaling.train.events.MetricSinks`; signals are
+`scaling.train.stop.StopFlag`; counts come from `scaling.accounting.run_counts`.
 """
 
 from __future__ import annotations
@@ -13,11 +20,6 @@ import dataclasses
 import logging
 import math
 import os
-import shutil
-import signal
-import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable
 
@@ -28,16 +30,19 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from scaling import accounting, storage
+from scaling import accounting, hparam_rules, storage
 from scaling.config import validate
 from scaling.errors import ScalingError, require
+from scaling.kernels.backend import KernelBackend
 from scaling.models.dense import build_model
 from scaling.parallel import sharding
 from scaling.parallel.mesh import make_mesh
 from scaling.train import identity, record
-from scaling.train.checkpoint import Checkpointer
-from scaling.train.optimizer import apply_size_rules, make_optimizer, schedule
+from scaling.train.checkpoint import Checkpointer, branch_steps, restore_branch
+from scaling.train.events import MetricSinks
+from scaling.train.optimizer import make_optimizer, schedule
 from scaling.train.step import AuxLossFn, make_steps
+from scaling.train.stop import StopFlag
 
 log = logging.getLogger(__name__)
 EVAL_SEED = 0  # every run of a ladder is evaluated on the same held-out batches
@@ -58,46 +63,15 @@ def check_run_config(cfg: ml_collections.ConfigDict, mesh_shape: dict[str, int],
           f"--config.model.vocab_size={vocab_size} or larger")
 
 
-class _StopFlag:
-  """Set by SIGTERM/SIGINT (Cloud TPU preemption sends SIGTERM): checkpoint and stop cleanly."""
-
-  def __init__(self):
-    self.signal: int | None = None
-
-  @contextlib.contextmanager
-  def installed(self):
-    if threading.current_thread() is not threading.main_thread():
-      yield self
-      return
-    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    for s in previous:
-      signal.signal(s, lambda signum, frame: setattr(self, "signal", signum))
-    try:
-      yield self
-    finally:
-      for s, handler in previous.items():
-        signal.signal(s, handler)
-
-
-def _progress(total: int, initial: int):
-  if sys.stderr.isatty():
-    try:
-      from tqdm import tqdm
-      return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
-    except ImportError:
-      pass
-  return None
-
-
-def run_counts(cfg: ml_collections.ConfigDict) -> dict:
-  """N, total/active params, tokens D and FLOPs C (by every method) of the configured run."""
-  counts = accounting.param_counts(cfg.model)
-  tokens = cfg.train.steps * cfg.train.global_batch * cfg.train.seq_len
-  per_token = accounting.flops_per_token(cfg.model, cfg.train.seq_len)
-  return dict(**counts, tokens=tokens, flops=per_token[cfg.train.flops_method] * tokens,
-              flops_method=cfg.train.flops_method,
-              flops_by_method={k: v * tokens for k, v in per_token.items()},
-              flops_per_token=per_token[cfg.train.flops_method])
+def resolve_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Our copy of `cfg` (the caller's is never changed), validated, with the size rules of
+  `train.hparam_rule` applied (they may fill fields)."""
+  cfg = ml_collections.ConfigDict(cfg.to_dict())
+  validate(cfg)
+  if cfg.train.hparam_rule not in ("", "none"):
+    hparam_rules.apply_to_train(cfg, accounting.run_counts(cfg))
+    validate(cfg)
+  return cfg
 
 
 @dataclasses.dataclass
@@ -112,9 +86,14 @@ class Trainer:
 
 
 def build_trainer(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-                  aux_loss_fn: AuxLossFn | None = None) -> Trainer:
-  """Builds the sharded state and the jitted steps (explicit in/out shardings, donated state)."""
-  model = build_model(cfg, mesh)
+                  aux_loss_fn: AuxLossFn | None = None, *,
+                  kernels: KernelBackend | None = None) -> Trainer:
+  """Builds the sharded state and the jitted steps (explicit in/out shardings, donated state).
+
+  kernels: where the MoE layers' kernels run (default `KernelBackend.resolve()`: the compiled
+  kernels on GPU, the references on CPU), fixed now as a static field of the layers.
+  """
+  model = build_model(cfg, mesh, kernels=kernels)
   graphdef, params = nnx.split(model)
   optimizer = make_optimizer(cfg.train)
   replicated = NamedSharding(mesh, PartitionSpec())
@@ -146,175 +125,244 @@ def _under_mesh(fn: Callable, mesh: jax.sharding.Mesh) -> Callable:
 
 
 def train(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
-          aux_loss_fn: AuxLossFn | None = None, devices=None) -> dict:
-  """Trains `cfg` into `workdir` (resuming if it holds checkpoints); returns the run record.
+          aux_loss_fn: AuxLossFn | None = None, devices=None,
+          kernels: KernelBackend | None = None) -> dict:
+  """Trains `cfg` into `workdir` (resuming if it holds checkpoints); returns the run record
+  (`RunRecord.to_json()`, what result.json holds).
 
-  `workdir` is a local path or a `gs://` URL (`scaling.storage`).
+  `workdir` is a local path or a `gs://` URL (`scaling.storage`). `devices` (default: all)
+  make the mesh; `kernels` as in `build_trainer`.
   """
-  from scaling.data import data_info, make_batches
+  from scaling.data import data_info
 
   workdir = storage.Path(workdir)
   storage.check_workdir(workdir)  # a file, an unreachable bucket: one line, before anything
-  cfg = ml_collections.ConfigDict(cfg.to_dict())  # our copy: size rules may fill fields
-  validate(cfg)
-  if cfg.train.hparam_rule not in ("", "none"):
-    apply_size_rules(cfg, run_counts(cfg)["flops"])
+  cfg = resolve_config(cfg)
   # A workdir holds one run: another config is refused before anything in it is opened.
   identity.check(workdir, cfg)
   done = record.read_result(workdir)
-  if done and done.get("status") == "complete":
+  if done is not None and done.status == "complete":
     log.info("%s is complete; nothing to do", workdir)
-    return done
+    return done.to_json()
 
   info = data_info(cfg.data)
   mesh = make_mesh(cfg.mesh, devices)
-  mesh_shape = dict(mesh.shape)
-  check_run_config(cfg, mesh_shape, info.vocab_size)
-  t = cfg.train
-  counts = run_counts(cfg)
+  check_run_config(cfg, dict(mesh.shape), info.vocab_size)
   is_chief = jax.process_index() == 0
   workdir.mkdir(parents=True, exist_ok=True)
+  trainer = build_trainer(cfg, mesh, aux_loss_fn, kernels=kernels)
+  t = cfg.train
+  with contextlib.ExitStack() as cleanup:  # orbax's threads, event files, the bar: always
+    ckpt = Checkpointer(workdir, every=t.checkpoint_every, keep=t.keep_checkpoints,
+                        keep_steps=branch_steps(cfg))
+    cleanup.callback(ckpt.close)
+    start, state, elapsed_before = restore(cfg, workdir, trainer, ckpt, is_chief=is_chief)
+    inputs = Inputs(cfg, trainer)
+    sinks = MetricSinks(workdir, total_steps=t.steps, start=start, enabled=is_chief)
+    cleanup.callback(sinks.close)
+    outcome = run_steps(cfg, mesh, trainer, state, start=start, inputs=inputs, ckpt=ckpt,
+                        sinks=sinks, clock=Clock(start, elapsed_before))
+  result = run_record(cfg, workdir, info, dict(mesh.shape), outcome)
+  if is_chief:
+    record.write_result(workdir, result)
+  if outcome.status == "failed":
+    raise ScalingError(outcome.failure)
+  return result.to_json()
 
-  trainer = build_trainer(cfg, mesh, aux_loss_fn)
-  state, train_step, eval_step = trainer.state, trainer.train_step, trainer.eval_step
-  batch_sharding = trainer.batch_sharding
 
-  ckpt = Checkpointer(workdir, every=t.checkpoint_every, keep=t.keep_checkpoints)
-  events = bar = None
-  try:  # orbax's threads and the event writer are released on every way out
-    restored = ckpt.restore_latest(state)  # raises when a checkpoint is another run's
-    if is_chief:  # only now that the workdir is known to be this run's
-      storage.write_json(workdir / "config.json", cfg.to_dict())
-      identity.write(workdir, cfg)
-    start = 0
-    elapsed_before = 0.0
-    metrics_path = workdir / record.METRICS
-    if restored is not None:
-      start, state = restored
-      log.info("resuming %s from step %d", workdir, start)
-      if is_chief:
-        record.truncate_metrics(metrics_path, start)
-        elapsed_before = _last_elapsed(metrics_path)
-    elif is_chief:
+def restore(cfg: ml_collections.ConfigDict, workdir, trainer: Trainer, ckpt: Checkpointer, *,
+            is_chief: bool) -> tuple[int, dict, float]:
+  """(first step, train state, seconds trained before) from the newest good checkpoint, else
+  (0, the initial state, 0.0). Records config.json and identity.json, and drops metric lines
+  written after the checkpoint (or all of them for a fresh start), on the chief.
+
+  Raises ScalingError (nothing written) when a checkpoint belongs to another run.
+  """
+  restored = ckpt.restore_latest(trainer.state)  # raises when a checkpoint is another run's
+  if restored is None and cfg.get("branch"):
+    # A cooldown branch with no checkpoint of its own starts from its trunk's at the fork step.
+    restored = restore_branch(cfg, workdir, trainer.state)
+  if is_chief:  # only now that the workdir is known to be this run's
+    storage.write_json(workdir / "config.json", cfg.to_dict())
+    identity.write(workdir, cfg)
+  metrics_path = workdir / record.METRICS
+  if restored is None:
+    if is_chief:
       metrics_path.unlink(missing_ok=True)
-    metrics_log = storage.JsonlLog(metrics_path) if is_chief else None
+    return 0, trainer.state, 0.0
+  start, state = restored
+  log.info("resuming %s from step %d", workdir, start)
+  elapsed_before = 0.0
+  if is_chief:
+    record.truncate_metrics(metrics_path, start)
+    elapsed_before = _last_elapsed(metrics_path)
+  return start, state, elapsed_before
 
-    pidx, pcount = jax.process_index(), jax.process_count()
-    train_data = make_batches(cfg.data, split="train", seq_len=t.seq_len,
-                              global_batch=t.global_batch, seed=t.seed, process_index=pidx,
-                              process_count=pcount)
-    eval_data = make_batches(cfg.data, split="validation", seq_len=t.seq_len,
-                             global_batch=t.global_batch, seed=EVAL_SEED, process_index=pidx,
-                             process_count=pcount)
-    global_shape = (t.global_batch, t.seq_len)
 
-    def to_device(batch: dict) -> dict:
-      return {k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(v),
-                                                        global_shape) for k, v in batch.items()}
+class Inputs:
+  """The run's train and held-out batches, placed on the mesh as global [batch, seq] arrays.
 
-    def evaluate(params) -> float:
-      sums = [eval_step(params, to_device(eval_data[i])) for i in range(t.eval_batches)]
-      nll = sum(float(s["nll_sum"]) for s in sums)
-      return nll / max(1.0, sum(float(s["count"]) for s in sums))
+  Each process reads its share of every global batch; the batch of a step is a pure function of
+  (train.seed, step), so a resumed run sees the same batches.
+  """
 
-    events = _Events(workdir) if is_chief else None
-    lr_at = schedule(t)
-    bar = _progress(t.steps, start) if is_chief else None
-    best_eval, last_eval = math.inf, None
-    pending: list[dict] = []
-    status, failure = "complete", None
-    last_good = start
-    began = time.time()
-    mark_time, mark_step = time.time(), start
-    stop = _StopFlag()
-    with stop.installed(), jax.set_mesh(mesh):
-      step = start
-      # Host batches are assembled in a background thread a few steps ahead, so input work
-      # overlaps the device step; the batch of each step is still a pure function of the step.
-      batches = train_data.iterate(start, t.steps - start)
-      while step < t.steps:
-        state, metrics = train_step(state, to_device(next(batches)))
-        pending.append(metrics)
-        step += 1
-        is_last = step == t.steps
-        want_log = step % t.log_every == 0 or is_last
-        want_eval = step % t.eval_every == 0 or is_last
-        want_ckpt = step % t.checkpoint_every == 0 or is_last or stop.signal is not None
-        if not (want_log or want_eval or want_ckpt):
-          continue
-        # One host sync per log/eval/checkpoint step, never per step.
-        host = jax.device_get(pending)
-        pending = []
-        losses = [float(m["loss"]) for m in host]
-        bad = [k for m in host for k, v in m.items() if not np.all(np.isfinite(v))]
-        if bad:
-          status = "failed"
-          failure = (f"loss became {_first_bad(host)} by step {step} (non-finite: "
-                     f"{', '.join(sorted(set(bad)))}); the last good checkpoint is "
-                     f"step {last_good} in {ckpt.directory}. Lower train.lr (now {t.lr}), "
-                     "raise train.warmup_steps, or set train.z_loss")
-          break
-        now = time.time()
-        line = {"step": step, "loss": float(np.mean(losses)),
-                "lr": float(lr_at(step - 1)), "grad_norm": float(host[-1]["grad_norm"]),
-                "tokens": step * t.global_batch * t.seq_len,
-                "flops": step * t.global_batch * t.seq_len * counts["flops_per_token"],
-                "tokens_per_s": (step - mark_step) * t.global_batch * t.seq_len
-                                / max(now - mark_time, 1e-9),
-                "step_time_s": (now - mark_time) / max(step - mark_step, 1),
-                "elapsed_s": elapsed_before + now - began}
-        line.update({k: np.asarray(v).tolist() for k, v in host[-1].items()
-                     if k not in ("loss", "grad_norm", "tokens")})
-        if want_eval:
-          last_eval = evaluate(state["params"])
-          best_eval = min(best_eval, last_eval)
-          line["eval_loss"] = last_eval
-        if want_ckpt:
-          ckpt.save(step, state, force=is_last or stop.signal is not None)
-          last_good = step
-        if is_chief:
-          metrics_log.append(line)
-          events.write(line)
-          _report(bar, line, t.steps)
-        mark_time, mark_step = time.time(), step
-        if stop.signal is not None and not is_last:
-          status = "interrupted"
-          break
-      batches.close()
-    if status == "complete" and last_eval is None:
-      # Restored at the final step (killed after the last checkpoint, before result.json): the
-      # loop had nothing to do, so evaluate the restored parameters for the record.
-      with jax.set_mesh(mesh):
-        last_eval = evaluate(state["params"])
-      best_eval = min(best_eval, last_eval)
-  finally:
-    ckpt.close()
-    if events is not None:
-      events.close()
-    if bar is not None:
-      bar.close()
+  def __init__(self, cfg: ml_collections.ConfigDict, trainer: Trainer):
+    from scaling.data import make_batches
 
-  result = dict(
-      run_id=cfg.get("run_id", "") or workdir.name, status=status, config=cfg.to_dict(),
+    t = self.t = cfg.train
+    self.trainer = trainer
+    shard = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    self.train = make_batches(cfg.data, split="train", seq_len=t.seq_len,
+                              global_batch=t.global_batch, seed=t.seed, **shard)
+    self.eval = make_batches(cfg.data, split="validation", seq_len=t.seq_len,
+                             global_batch=t.global_batch, seed=EVAL_SEED, **shard)
+
+  def to_device(self, batch: dict) -> dict:
+    shape = (self.t.global_batch, self.t.seq_len)
+    return {k: jax.make_array_from_process_local_data(self.trainer.batch_sharding,
+                                                      np.asarray(v), shape)
+            for k, v in batch.items()}
+
+  def evaluate(self, params) -> float:
+    """Mean held-out NLL (nats per token) over `train.eval_batches` batches."""
+    sums = [self.trainer.eval_step(params, self.to_device(self.eval[i]))
+            for i in range(self.t.eval_batches)]
+    nll = sum(float(s["nll_sum"]) for s in sums)
+    return nll / max(1.0, sum(float(s["count"]) for s in sums))
+
+
+@dataclasses.dataclass
+class Clock:
+  """Throughput since the last logged step, and training time across resumes (seconds)."""
+
+  mark_step: int  # the last logged step (or the first step of this process)
+  elapsed_before: float  # trained before this process started (from metrics.jsonl)
+  began: float = dataclasses.field(default_factory=time.time)
+  mark_time: float = dataclasses.field(default_factory=time.time)
+
+  def mark(self, step: int) -> None:
+    self.mark_time, self.mark_step = time.time(), step
+
+
+@dataclasses.dataclass
+class Outcome:
+  """Where `run_steps` stopped, and the held-out losses it saw (nats per token)."""
+
+  step: int  # steps done
+  last_good: int  # the newest checkpointed step
+  status: str = "complete"  # complete | failed | interrupted
+  failure: str | None = None  # why a failed run failed (the ScalingError message)
+  last_eval: float | None = None
+  best_eval: float = math.inf
+
+
+def run_steps(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, trainer: Trainer,
+              state: dict, *, start: int, inputs: Inputs, ckpt: Checkpointer,
+              sinks: MetricSinks, clock: Clock) -> Outcome:
+  """Steps `start` .. train.steps: logs, evaluates and checkpoints on their cadences, stops
+  (checkpointed) on SIGTERM/SIGINT or at the first non-finite metric."""
+  t = cfg.train
+  lr_at = schedule(t)
+  forks = branch_steps(cfg)  # a wsd trunk's branch points: evaluated and checkpointed
+  flops_per_token = accounting.run_counts(cfg)["flops_per_token"]
+  out = Outcome(step=start, last_good=start)
+  pending: list[dict] = []
+  stop = StopFlag()
+  with stop.installed(), jax.set_mesh(mesh):
+    # Host batches are assembled in a background thread a few steps ahead, so input work
+    # overlaps the device step; the batch of each step is still a pure function of the step.
+    batches = inputs.train.iterate(start, t.steps - start)
+    while out.step < t.steps:
+      state, metrics = trainer.train_step(state, inputs.to_device(next(batches)))
+      pending.append(metrics)
+      out.step += 1
+      step, is_last = out.step, out.step == t.steps
+      want_log = step % t.log_every == 0 or is_last
+      want_eval = step % t.eval_every == 0 or is_last or step in forks
+      want_ckpt = (step % t.checkpoint_every == 0 or is_last or stop.signal is not None
+                   or step in forks)
+      if not (want_log or want_eval or want_ckpt):
+        continue
+      # One host sync per log/eval/checkpoint step, never per step.
+      host, pending = jax.device_get(pending), []
+      out.failure = _non_finite(host, step, out.last_good, ckpt.directory, t.lr)
+      if out.failure is not None:
+        out.status = "failed"
+        break
+      line = _metrics_line(t, step, host, lr_at(step - 1), flops_per_token, clock)
+      if want_eval:
+        out.last_eval = inputs.evaluate(state["params"])
+        out.best_eval = min(out.best_eval, out.last_eval)
+        line["eval_loss"] = out.last_eval
+      if want_ckpt:
+        ckpt.save(step, state, force=is_last or stop.signal is not None)
+        out.last_good = step
+      sinks.write(line)
+      clock.mark(step)
+      if stop.signal is not None and not is_last:
+        out.status = "interrupted"
+        break
+    batches.close()
+  if out.status == "complete" and out.last_eval is None:
+    # Restored at the final step (killed after the last checkpoint, before result.json): the
+    # loop had nothing to do, so evaluate the restored parameters for the record.
+    with jax.set_mesh(mesh):
+      out.last_eval = inputs.evaluate(state["params"])
+    out.best_eval = min(out.best_eval, out.last_eval)
+  return out
+
+
+def _metrics_line(t: ml_collections.ConfigDict, step: int, host: list[dict], lr,
+                  flops_per_token: float, clock: Clock) -> dict:
+  """The metrics.jsonl line of a logged step: the mean loss of the steps since the last line,
+  the step's other metrics, tokens and FLOPs so far, throughput, seconds trained."""
+  now = time.time()
+  tokens = step * t.global_batch * t.seq_len
+  line = {"step": step, "loss": float(np.mean([float(m["loss"]) for m in host])),
+          "lr": float(lr), "grad_norm": float(host[-1]["grad_norm"]),
+          "tokens": tokens, "flops": tokens * flops_per_token,
+          "tokens_per_s": (step - clock.mark_step) * t.global_batch * t.seq_len
+                          / max(now - clock.mark_time, 1e-9),
+          "step_time_s": (now - clock.mark_time) / max(step - clock.mark_step, 1),
+          "elapsed_s": clock.elapsed_before + now - clock.began}
+  line.update({k: np.asarray(v).tolist() for k, v in host[-1].items()
+               if k not in ("loss", "grad_norm", "tokens")})
+  return line
+
+
+def _non_finite(host: list[dict], step: int, last_good: int, ckpt_dir, lr: float) -> str | None:
+  """The failure message when any metric since the last sync is NaN or infinite, else None."""
+  bad = [k for m in host for k, v in m.items() if not np.all(np.isfinite(v))]
+  if not bad:
+    return None
+  return (f"loss became {_first_bad(host)} by step {step} (non-finite: "
+          f"{', '.join(sorted(set(bad)))}); the last good checkpoint is step {last_good} in "
+          f"{ckpt_dir}. Lower train.lr (now {lr}), raise train.warmup_steps, or set "
+          "train.z_loss")
+
+
+def run_record(cfg: ml_collections.ConfigDict, workdir, info, mesh_shape: dict[str, int],
+               out: Outcome) -> record.RunRecord:
+  """The run record of a finished, failed or interrupted run (`info`: the data's DataInfo)."""
+  counts = accounting.run_counts(cfg)
+  return record.RunRecord(
+      run_id=cfg.get("run_id", "") or workdir.name, status=out.status, config=cfg.to_dict(),
       params_non_embedding=counts["params_non_embedding"], params_total=counts["params_total"],
       params_active=counts["params_active"], params_embedding=counts["params_embedding"],
       params_active_non_embedding=counts["params_active_non_embedding"],
       experts=cfg.model.moe.num_experts or 1,
       tokens=counts["tokens"], flops=counts["flops"], flops_method=counts["flops_method"],
-      flops_by_method=counts["flops_by_method"], steps=t.steps, steps_done=step,
-      final_eval_loss=last_eval if status == "complete" else None,
-      best_eval_loss=best_eval if math.isfinite(best_eval) else None,
+      flops_by_method=counts["flops_by_method"], steps=cfg.train.steps, steps_done=out.step,
+      final_eval_loss=out.last_eval if out.status == "complete" else None,
+      best_eval_loss=out.best_eval if math.isfinite(out.best_eval) else None,
       entropy_floor=info.entropy_floor,
       # The data's own metadata may carry `name` or `vocab_size` too; DataInfo's values win.
       data={**info.metadata, "name": info.name, "vocab_size": info.vocab_size},
-      config_identity=identity.identity_hash(cfg),
-      metrics_path=record.METRICS, wall_time_s=_last_elapsed(metrics_path),
-      hardware=record.hardware(), mesh=mesh_shape, versions=record.versions(), error=failure)
-  if is_chief:
-    storage.write_json(workdir / record.RESULT, result)
-  if status == "failed":
-    raise ScalingError(failure)
-  return result
+      config_identity=identity.identity_hash(cfg), metrics_path=record.METRICS,
+      wall_time_s=_last_elapsed(workdir / record.METRICS), hardware=record.hardware(),
+      mesh=mesh_shape, versions=record.versions(), error=out.failure,
+      parent_run_id=(cfg.get("branch") or {}).get("parent"),
+      branch_step=(cfg.get("branch") or {}).get("step"))
 
 
 def _first_bad(host: list[dict]) -> float:
@@ -329,64 +377,3 @@ def _first_bad(host: list[dict]) -> float:
 def _last_elapsed(path) -> float:
   lines = storage.read_jsonl(path)
   return float(lines[-1].get("elapsed_s", 0.0)) if lines else 0.0
-
-
-class _Events:
-  """TensorBoard event files under `workdir/tb` (tensorboardX: no TensorFlow needed).
-
-  For a gs:// workdir the events are written to a local folder and each file is copied up
-  after every flush (an atomic object write): tensorboardX's own GCS writer uploads again from
-  `__del__` at interpreter exit, which hangs when the bucket is unreachable by then.
-  """
-
-  def __init__(self, workdir):
-    self.remote = None if storage.is_local(workdir) else workdir / "tb"
-    self.local = tempfile.mkdtemp(prefix="scaling-tb-") if self.remote else os.fspath(
-        workdir / "tb")
-    try:
-      from tensorboardX import SummaryWriter
-      self.writer = SummaryWriter(self.local)
-    except ImportError as e:
-      log.warning("no TensorBoard events for %s (%s); metrics.jsonl has every value", workdir,
-                  e)
-      self.writer = None
-
-  def write(self, line: dict) -> None:
-    if self.writer is None:
-      return
-    for key, value in line.items():
-      if key == "step":
-        continue
-      if isinstance(value, list):  # per-MoE-layer statistics: one scalar per layer (and expert)
-        for i, v in enumerate(np.ravel(value)):
-          self.writer.add_scalar(f"{key}/{i}", v, line["step"])
-      else:
-        self.writer.add_scalar(key, value, line["step"])
-    self.writer.flush()
-    self._upload()
-
-  def _upload(self) -> None:
-    if self.remote is None:
-      return
-    for name in os.listdir(self.local):
-      with open(os.path.join(self.local, name), "rb") as f:
-        storage.write_bytes(self.remote / name, f.read())
-
-  def close(self) -> None:
-    if self.writer is not None:
-      self.writer.close()
-      self._upload()
-    if self.remote is not None:
-      shutil.rmtree(self.local, ignore_errors=True)
-
-
-def _report(bar, line: dict, total: int) -> None:
-  text = (f"step {line['step']}/{total} loss {line['loss']:.4f} "
-          f"{line['tokens_per_s']:,.0f} tok/s")
-  if "eval_loss" in line:
-    text += f" eval {line['eval_loss']:.4f}"
-  if bar is not None:
-    bar.update(line["step"] - bar.n)
-    bar.set_postfix_str(text.split(" ", 2)[2])
-  else:
-    print(text, flush=True)

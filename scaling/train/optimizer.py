@@ -1,4 +1,5 @@
-"""Optimizers, learning-rate schedules, and size-based hyper-parameter rules (optax).
+"""Optimizers and learning-rate schedules (optax); the size rules that pick a run's learning
+rate and batch are `scaling.hparam_rules`.
 
 Schedules span exactly `train.steps`: Hoffmann et al. 2022 (Sec. 3, Fig. A1) show that a cosine
 cycle longer than the run biases the final loss upwards, so every rung decays over its own run.
@@ -7,31 +8,65 @@ cycle longer than the run biases the final loss upwards, so every rung decays ov
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
 from scaling.errors import ScalingError
 
+DECAY_SHAPES = ("linear", "1-sqrt")
+
+
+def decay_start(t: ml_collections.ConfigDict) -> int:
+  """The first step of the `wsd` schedule's decay: `steps - round(decay_fraction x steps)`.
+
+  A cooldown branch of a ladder forks from its trunk at exactly this step
+  (`scaling.ladder.spec`), so both sides use this one function.
+  """
+  decay = max(1, int(round(t.decay_fraction * t.steps)))
+  return max(int(t.warmup_steps), int(t.steps) - decay)
+
+
+def cooldown(peak: float, floor: float, steps: int, shape: str) -> optax.Schedule:
+  """peak -> floor over `steps` steps (count 0 = the first decayed step), then `floor`.
+
+  `linear` is MiniCPM's decay (Hu et al. 2024, Sec. 4.1); `1-sqrt` is
+  lr = floor + (peak - floor) (1 - sqrt(count / steps)) (Hagele et al. 2024, arXiv:2405.18392,
+  Sec. 3, the cooldown shape they find best).
+  """
+  if shape == "linear":
+    return optax.linear_schedule(peak, floor, steps)
+  if shape == "1-sqrt":
+    def one_minus_sqrt(count):
+      frac = jnp.clip(count / steps, 0.0, 1.0)
+      return floor + (peak - floor) * (1.0 - jnp.sqrt(frac))
+    return one_minus_sqrt
+  raise ScalingError(f"train.decay_shape={shape!r} is unknown; choose one of {DECAY_SHAPES}")
+
 
 def schedule(t: ml_collections.ConfigDict) -> optax.Schedule:
-  """Learning rate by step: linear warm-up, then `cosine`, `wsd` or `constant`."""
+  """Learning rate by step: linear warm-up, then `cosine`, `wsd` or `constant`.
+
+  `wsd` and `constant` share their warm-up and stable phases term for term (one
+  `optax.join_schedules`, the decay joined last), so a run of either gets bitwise the same
+  learning rate at every step before `decay_start`: what lets a cooldown branch restored from a
+  constant-LR trunk continue the trunk exactly.
+  """
   peak, floor = t.lr, t.lr * t.min_lr_ratio
   if t.schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(0.0, peak, t.warmup_steps, max(t.steps, 1), floor)
+  stable = [optax.linear_schedule(0.0, peak, t.warmup_steps), optax.constant_schedule(peak)]
   if t.schedule == "constant":
-    return optax.join_schedules(
-        [optax.linear_schedule(0.0, peak, t.warmup_steps), optax.constant_schedule(peak)],
-        [t.warmup_steps])
+    return optax.join_schedules(stable, [t.warmup_steps])
   if t.schedule == "wsd":
-    # Warm-up, stable, decay (Hu et al. 2024, MiniCPM, Sec. 4.1): linear decay to the floor over
-    # the final `decay_fraction` of the run.
-    decay = max(1, int(round(t.decay_fraction * t.steps)))
-    stable_end = max(t.warmup_steps, t.steps - decay)
-    return optax.join_schedules(
-        [optax.linear_schedule(0.0, peak, t.warmup_steps),
-         optax.constant_schedule(peak),
-         optax.linear_schedule(peak, floor, t.steps - stable_end)],
-        [t.warmup_steps, stable_end])
+    # Warm-up, stable, decay (Hu et al. 2024, MiniCPM, Sec. 4.1): decay to the floor over the
+    # final `decay_fraction` of the run, in the shape `decay_shape`.
+    if not 0.0 < t.decay_fraction <= 1.0:
+      raise ScalingError(f"train.decay_fraction={t.decay_fraction} must be in (0, 1]: the "
+                         "fraction of the run's steps spent decaying (default 0.2)")
+    start = decay_start(t)
+    decay = cooldown(peak, floor, t.steps - start, str(t.get("decay_shape", "linear")))
+    return optax.join_schedules(stable + [decay], [t.warmup_steps, start])
   raise ScalingError(f"train.schedule={t.schedule!r}; choose cosine, wsd or constant")
 
 
@@ -62,28 +97,3 @@ def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation
   if t.grad_clip > 0:
     opt = optax.chain(optax.clip_by_global_norm(t.grad_clip), opt)
   return opt
-
-
-def deepseek_hparams(flops: float) -> tuple[float, float]:
-  """Compute-optimal peak learning rate and batch size (tokens) for a budget of `flops`.
-
-  DeepSeek-AI 2024 (DeepSeek LLM, Sec. 3.1, Eq. 1): eta_opt = 0.3118 C^-0.1250,
-  B_opt = 0.2920 C^0.3271, fitted for AdamW with a multi-step schedule on 1e17..2e19 FLOPs.
-  """
-  return 0.3118 * flops ** -0.1250, 0.2920 * flops ** 0.3271
-
-
-def apply_size_rules(cfg: ml_collections.ConfigDict, flops: float) -> None:
-  """Fills `train.lr` and/or `train.global_batch` from the budget when `train.hparam_rule` asks.
-
-  The batch is rounded to a multiple of the data-parallel width and microbatches, in sequences.
-  """
-  t = cfg.train
-  if t.hparam_rule in ("", "none"):
-    return
-  if t.hparam_rule != "deepseek":
-    raise ScalingError(f"train.hparam_rule={t.hparam_rule!r}; choose '' or 'deepseek'")
-  lr, batch_tokens = deepseek_hparams(flops)
-  t.lr = float(lr)
-  step = max(1, t.microbatches) * max(1, t.get("batch_multiple", 1))
-  t.global_batch = max(step, int(round(batch_tokens / t.seq_len / step)) * step)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from scaling import cli
+from scaling.commands import fit as fit_cli
 from scaling.errors import ScalingError
-from scaling.fit import cli as fit_cli
 from scaling.fit import emergence, plots
 from scaling.fit import table as table_lib
 from scaling.fit.core import Fit

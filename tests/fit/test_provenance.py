@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from scaling import cli
+from scaling.commands import fit as fit_cli
 from scaling.fit import chinchilla, provenance, validation
-from scaling.fit import cli as fit_cli
 from scaling.fit import plan as plan_lib
 from scaling.fit.core import Fit
 from scaling.fit.table import Table
@@ -69,7 +69,7 @@ def test_provenance_fields(written, tmp_path):
   assert sw["version"] == importlib.metadata.version("scaling")
   assert sw["git_commit"] is None or len(sw["git_commit"]) == 40
   assert prov["fit"] == {"law": "chinchilla", "approach": 3, "method": "grid", "seed": 3,
-                         "bootstrap": 1000}
+                         "bootstrap": 1000, "resample": "runs"}
   assert os.listdir(os.path.dirname(path)) == ["fit.json"]  # written aside and renamed
 
 

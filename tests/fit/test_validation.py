@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
+from scaling.commands import fit as fit_cli
 from scaling.errors import ScalingError
-from scaling.fit import cli as fit_cli
 from scaling.fit import validation
 from scaling.fit.table import Table
 from tests.fit.fake_ladder import ladder_rows, law, write_ladder

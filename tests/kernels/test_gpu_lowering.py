@@ -10,12 +10,12 @@ top-2 of width 5632; 64 experts top-8 of width 1408) cost no memory.
 from __future__ import annotations
 
 import collections
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import pytest
-from jax import export
 
 from scaling.config import default_config
 from scaling.kernels import backend, gmm, lowering, permute, router
@@ -24,6 +24,7 @@ from tests.helpers import load_config
 
 S = jax.ShapeDtypeStruct
 GPU = backend.KernelBackend("gpu", interpret=False)  # what a layer built for a GPU runs
+ON_GPU = GPU.kwargs()  # the kernels' own arguments for it: platform="gpu", interpret=False
 DTYPES = [jnp.float32, jnp.bfloat16]
 MODES = ["fwd", "fwd_bwd"]
 # Ops the GPU path must not contain: the references' grouped matmul and top-k.
@@ -31,15 +32,10 @@ FALLBACKS = ("chlo.ragged_dot", "chlo.top_k")
 MAX_GRID = (2**31 - 1, 65535, 65535)  # CUDA's launch limits on grid x, y, z
 
 
-def _lower(fn, *args, platform: str = "gpu"):
-  """(kernel name counts, kernels, StableHLO text) of `fn` exported for CUDA, the kernels'
-  implementation chosen as on `platform`."""
-  if platform == "gpu":
-    exp = lowering.export_cuda(fn, *args)
-  else:
-    with backend.use_platform(platform):  # a fresh jit: no trace cached for another platform
-      exp = export.export(jax.jit(lambda *a: fn(*a)), platforms=["cuda"])(*args)
-  text = exp.mlir_module()
+def _lower(fn, *args):
+  """(kernel name counts, kernels, StableHLO text) of `fn` exported for CUDA (its kernels'
+  implementation is whatever `fn` passes them: `ON_GPU` for the GPU kernels)."""
+  text = lowering.export_cuda(fn, *args).mlir_module()
   kernels = lowering.triton_kernels(text)  # raises on IR that Triton's verifier rejects
   return collections.Counter(k.name for k in kernels), kernels, text
 
@@ -90,11 +86,11 @@ ROUTER_CASES = [
 @pytest.mark.parametrize("tokens,experts,top_k,gating", ROUTER_CASES)
 def test_router_lowers_for_cuda(tokens, experts, top_k, gating, dtype, mode):
   def fwd(z):
-    r = router.route(z, top_k, gating=gating)
+    r = router.route(z, top_k, gating=gating, **ON_GPU)
     return r.ids, r.weights, r.probs, r.counts
 
   def loss(z):
-    r = router.route(z, top_k, gating=gating)
+    r = router.route(z, top_k, gating=gating, **ON_GPU)
     return jnp.sum(jnp.sin(r.weights)) + jnp.sum(jnp.square(r.probs))
 
   fn = fwd if mode == "fwd" else _grad_of(loss, 0)
@@ -130,19 +126,20 @@ def test_permute_unpermute_lower_for_cuda(groups, length, top_k, experts, capaci
     return permute.make_plan(ids, experts, capacity=capacity)
 
   def permute_loss(x, gate, ids):
-    rows = permute.permute(x, plan_of(ids))
+    rows = permute.permute(x, plan_of(ids), **ON_GPU)
     return jnp.sum(jnp.sin(rows.astype(jnp.float32)))
 
   def unpermute_loss(rows, gate, ids):
-    y = permute.unpermute(rows, plan_of(ids), gate)
+    y = permute.unpermute(rows, plan_of(ids), gate, **ON_GPU)
     return jnp.sum(jnp.sin(y.astype(jnp.float32)))
 
   if mode == "fwd":
-    counts, kernels, text = _lower(lambda x, g, i: permute.permute(x, plan_of(i)), *args)
+    counts, kernels, text = _lower(lambda x, g, i: permute.permute(x, plan_of(i), **ON_GPU),
+                                   *args)
     _assert_gpu_path(counts, kernels, text, {"moe_permute": 1})
     rows = S((t * top_k, d), dtype)
-    counts, kernels, text = _lower(lambda r, g, i: permute.unpermute(r, plan_of(i), g),
-                                   rows, *args[1:])
+    counts, kernels, text = _lower(
+        lambda r, g, i: permute.unpermute(r, plan_of(i), g, **ON_GPU), rows, *args[1:])
     _assert_gpu_path(counts, kernels, text, {"moe_unpermute": 1})
   else:
     # d_x of permute: a combine (the unpermute kernel) by the inverse permutation.
@@ -173,10 +170,10 @@ def test_gmm_and_tgmm_lower_for_cuda(m, k, n, g, dtype, mode):
   args = (S((m, k), dtype), S((g, k, n), dtype), S((g,), jnp.int32))
 
   def loss(lhs, rhs, sizes):
-    return jnp.sum(jnp.sin(gmm.gmm(lhs, rhs, sizes).astype(jnp.float32)))
+    return jnp.sum(jnp.sin(gmm.gmm(lhs, rhs, sizes, **ON_GPU).astype(jnp.float32)))
 
   if mode == "fwd":
-    counts, kernels, text = _lower(gmm.gmm, *args)
+    counts, kernels, text = _lower(functools.partial(gmm.gmm, **ON_GPU), *args)
     want = {"moe_gmm": 1}
   else:
     # Forward gmm; d_lhs: gmm with the weights read transposed; d_rhs: tgmm.
@@ -202,22 +199,19 @@ def test_gmm_and_tgmm_lower_for_cuda(m, k, n, g, dtype, mode):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_public_tgmm_lowers_for_cuda(dtype):
   args = (S((45, 20), dtype), S((45, 24), dtype), S((5,), jnp.int32))
-  counts, kernels, text = _lower(gmm.tgmm, *args)
+  counts, kernels, text = _lower(functools.partial(gmm.tgmm, **ON_GPU), *args)
   _assert_gpu_path(counts, kernels, text, {"moe_tgmm": 1})
 
 
 def test_reference_path_shows_the_fallbacks():
-  # What the assertions above guard against: exported with the references (CPU's choice),
-  # the same functions lower to ragged_dot and top_k and launch no Triton kernel.
+  # What the assertions above guard against: exported with the references (CPU's choice,
+  # passed explicitly), the same functions lower to ragged_dot and top_k and launch no kernel.
   z = S((37, 8), jnp.float32)
-  counts, _, text = _lower(lambda z: router.route(z, 2), z, platform="cpu")
+  counts, _, text = _lower(lambda z: router.route(z, 2, platform="cpu"), z)
   assert not counts and "chlo.top_k" in text
   args = (S((45, 20), jnp.float32), S((5, 20, 24), jnp.float32), S((5,), jnp.int32))
-  counts, _, text = _lower(gmm.gmm, *args, platform="cpu")
+  counts, _, text = _lower(functools.partial(gmm.gmm, platform="cpu"), *args)
   assert not counts and "chlo.ragged_dot" in text
-  # An explicit `platform` argument wins over `use_platform`.
-  counts, _, _ = _lower(lambda z: router.route(z, 2, platform="cpu"), z)
-  assert not counts
 
 
 def test_invalid_triton_ir_is_reported():
@@ -302,8 +296,7 @@ def test_train_step_lowers_every_kernel_for_cuda(data, model):
   cfg.train.update(global_batch=8, seq_len=32)
   cfg.mesh.update(data=data, model=model, expert=1)
   mesh = make_mesh(cfg.mesh, jax.devices()[:data * model])
-  with backend.use_platform("gpu"), backend.use_interpret(False):
-    trainer = build_trainer(cfg, mesh)  # its MoE layers choose their kernels when built
+  trainer = build_trainer(cfg, mesh, kernels=GPU)  # its MoE layers keep this choice
   state = jax.tree.map(lambda a: S(a.shape, a.dtype, sharding=a.sharding), trainer.state)
   tokens = S((8, 32), jnp.int32, sharding=trainer.batch_sharding)
   batch = {"inputs": tokens, "targets": tokens,

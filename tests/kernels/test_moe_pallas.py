@@ -86,9 +86,9 @@ def test_pallas_dispatch_trains_like_sort(tiny_moe_cfg, tmp_path):
 
 
 def test_layer_keeps_the_kernels_it_was_built_with():
-  # The kernel backend is a static field fixed when the layer is built: a layer built to
-  # interpret the Pallas kernels traces them wherever it is traced, one built for CPU traces
-  # the references even inside `use_interpret(True)`.
+  # The kernel backend is a static field fixed when the layer is built (there is no
+  # process-wide default to change it later): a layer built to interpret the Pallas kernels
+  # traces them wherever it is traced, one built for CPU traces the references.
   cfg = load_config("configs/moe.py:tiny")
   cfg.model.moe.dispatch = "pallas"
   x = jnp.zeros((1, 8, cfg.model.d_model))
@@ -97,11 +97,12 @@ def test_layer_keeps_the_kernels_it_was_built_with():
     graphdef, state = nnx.split(layer)
     return str(jax.make_jaxpr(lambda s: nnx.merge(graphdef, s)(x, train=True))(state))
 
-  with backend.use_interpret(True):
-    interpreted = moe_lib.MoeMlp(cfg.model, dict(cfg.mesh.rules), rngs=nnx.Rngs(0))
+  interpreted = moe_lib.MoeMlp(cfg.model, dict(cfg.mesh.rules), rngs=nnx.Rngs(0),
+                               kernels=backend.KernelBackend.resolve(interpret=True))
   reference = moe_lib.MoeMlp(cfg.model, dict(cfg.mesh.rules), rngs=nnx.Rngs(0),
                              kernels=backend.KernelBackend("cpu", interpret=False))
+  default = moe_lib.MoeMlp(cfg.model, dict(cfg.mesh.rules), rngs=nnx.Rngs(0))
   assert interpreted.kernels == backend.KernelBackend(jax.default_backend(), interpret=True)
+  assert default.kernels == backend.KernelBackend(jax.default_backend(), interpret=None)
   assert "pallas_call" in jaxpr(interpreted)
-  with backend.use_interpret(True):
-    assert "pallas_call" not in jaxpr(reference)
+  assert "pallas_call" not in jaxpr(reference)

@@ -6,6 +6,7 @@ import pytest
 from scaling.errors import ScalingError
 from scaling.ladder import results
 from scaling.ladder.spec import expand, grid_sweep, isoflop_sweep
+from scaling.train.record import RunRecord
 
 
 def test_a_holdout_sweep_marks_every_rung_without_changing_run_ids(tiny_ladder):
@@ -48,8 +49,8 @@ def test_one_run_cannot_be_both_fitted_and_held_out(tiny_grid):
 def test_results_rows_carry_sweep_and_holdout(tiny_ladder):
   tiny_ladder.ladder.sweeps.iso.holdout_rungs = ("C=4e+09 d2",)
   for r in expand(tiny_ladder):
-    row = results.row({"run_id": r.run_id, "config": r.config.to_dict(),
-                       "status": "complete"}, r.run_id)
+    row = results.row(RunRecord(run_id=r.run_id, config=r.config.to_dict(),
+                                status="complete"), r.run_id)
     assert row["sweep"] == "iso" and row["holdout"] == int(r.label == "C=4e+09 d2")
-  assert results.row({"status": "complete"}, "plain-run")["holdout"] == 0  # not a ladder run
+  assert results.row(RunRecord(status="complete"), "plain-run")["holdout"] == 0  # no ladder
   assert {"sweep", "holdout"} <= set(results.COLUMNS)

@@ -6,8 +6,8 @@ import pytest
 
 from scaling import cli
 from scaling.errors import ScalingError
+from scaling.hparam_rules import deepseek as deepseek_hparams
 from scaling.ladder.spec import expand, isoflop_sweep, moe_sweep, run_id
-from scaling.train.optimizer import deepseek_hparams
 from tests.helpers import load_config
 
 

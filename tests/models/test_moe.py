@@ -165,15 +165,15 @@ def test_pallas_dispatch_runs_the_kernels_per_batch_shard(shape):
   device would gather and compute the whole batch), with the same numbers as one device."""
   cfg = _cfg(dispatch="pallas")  # capacity 1.25: drops happen, decided per sequence
   tokens = jax.random.randint(jax.random.key(4), (8, 16), 0, 512)
-  with backend.use_interpret(True):
-    want_logits, want_aux = build_model(cfg)(tokens, return_aux=True)
-    cfg.mesh.update(data=shape[0], model=shape[1], expert=shape[2])
-    mesh = make_mesh(cfg.mesh)
-    graphdef, state = nnx.split(build_model(cfg, mesh))
-    fn = jax.jit(lambda s, t: nnx.merge(graphdef, s)(t, return_aux=True))
-    with jax.set_mesh(mesh):
-      logits, aux = fn(state, tokens)
-      jaxpr = str(jax.make_jaxpr(fn)(state, tokens))
+  kernels = backend.KernelBackend.resolve(interpret=True)
+  want_logits, want_aux = build_model(cfg, kernels=kernels)(tokens, return_aux=True)
+  cfg.mesh.update(data=shape[0], model=shape[1], expert=shape[2])
+  mesh = make_mesh(cfg.mesh)
+  graphdef, state = nnx.split(build_model(cfg, mesh, kernels=kernels))
+  fn = jax.jit(lambda s, t: nnx.merge(graphdef, s)(t, return_aux=True))
+  with jax.set_mesh(mesh):
+    logits, aux = fn(state, tokens)
+    jaxpr = str(jax.make_jaxpr(fn)(state, tokens))
   np.testing.assert_allclose(logits, want_logits, atol=5e-5)
   np.testing.assert_allclose(aux["stats"]["dropped_fraction"], want_aux["stats"][
       "dropped_fraction"], atol=1e-6)

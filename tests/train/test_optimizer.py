@@ -1,4 +1,4 @@
-"""Schedules, optimizers and the size-based hyper-parameter rule."""
+"""Schedules and optimizers (the size rules are tests/train/test_hparams.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from scaling.config import default_config
-from scaling.train.optimizer import apply_size_rules, deepseek_hparams, make_optimizer, schedule
+from scaling.train.optimizer import make_optimizer, schedule
 
 
 def _train_cfg(**kw):
@@ -47,15 +47,3 @@ def test_optimizers_descend_and_skip_decay_on_norms(name):
   # Norm scales get zero gradient and no weight decay, so they do not move.
   np.testing.assert_array_equal(params["attn_norm"]["scale"], 1.0)
 
-
-def test_deepseek_rule():
-  # DeepSeek LLM Eq. 1 at C = 1e20: eta = 0.3118 * 1e20^-0.125, B = 0.2920 * 1e20^0.3271 tokens.
-  lr, batch = deepseek_hparams(1e20)
-  assert lr == pytest.approx(0.3118 * 10 ** (-2.5))
-  assert batch == pytest.approx(0.2920 * 10 ** (20 * 0.3271))
-  cfg = default_config()
-  cfg.train.update(hparam_rule="deepseek", seq_len=1024, microbatches=2)
-  apply_size_rules(cfg, 1e20)
-  assert cfg.train.lr == pytest.approx(lr)
-  assert cfg.train.global_batch % 2 == 0
-  assert abs(cfg.train.global_batch * 1024 - batch) / batch < 0.01

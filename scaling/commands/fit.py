@@ -16,7 +16,7 @@ from absl import flags
 
 from scaling.commands.common import command, parse
 from scaling.errors import ScalingError
-from scaling.fit import core, published
+from scaling.fit import core, hparam_laws, published, variants
 from scaling.fit import table as table_lib
 
 
@@ -29,7 +29,10 @@ def _positive(fv, *names: str) -> None:
 
 def _define_fit(fv) -> None:
   flags.DEFINE_string("law", "chinchilla", "chinchilla | kaplan | power | moe (also clark, "
-                      "krajewski, kaplan_nd).", flag_values=fv)
+                      "krajewski, kaplan_nd) | lr | batch (optimal learning rate lr*(N, D), "
+                      "batch B*(C), from per-rung sweeps).", flag_values=fv)
+  flags.DEFINE_bool("all-variants", False, "Fit every variant of a hyperparameter sweep, not "
+                    "only each rung's best (sweep_best).", flag_values=fv)
   flags.DEFINE_integer("approach", 3, "Chinchilla approach: 1 (training curves), 2 (IsoFLOP "
                        "minima) or 3 (parametric fit).", lower_bound=1, upper_bound=3,
                        flag_values=fv)
@@ -44,6 +47,9 @@ def _define_fit(fv) -> None:
                        flag_values=fv)
   flags.DEFINE_integer("seed", 0, "Seed of the bootstrap resampling.", lower_bound=0,
                        flag_values=fv)
+  flags.DEFINE_enum("resample", "runs", ("runs", "residuals"), "What the bootstrap resamples: "
+                    "runs (pairs; any table) or the fit's residuals (a designed ladder, whose "
+                    "N and D were chosen; grid method).", flag_values=fv)
   flags.DEFINE_multi_string("columns", None, "Map documented names to the table's: "
                             'params="Model Size",flops=C.', flag_values=fv)
   flags.DEFINE_multi_string("filter", None, "COL=VALUE: keep rows whose column equals VALUE.",
@@ -91,12 +97,16 @@ def _namespace(parsed, **extra) -> SimpleNamespace:
 
 
 def _load(args) -> table_lib.Table:
-  table = table_lib.load_table(args.table, args.columns, strict=getattr(args, "strict", False))
+  # A wsd trunk's mid-run points enter a fit only when asked for: --filter point=...
+  asked = any(f.partition("=")[0] == "point" for f in args.filter)
+  table = table_lib.load_table(args.table, args.columns, strict=getattr(args, "strict", False),
+                               mid_run=asked)
   for f in args.filter:
     col, sep, value = f.partition("=")
     if not sep:
       raise ScalingError(f"--filter {f!r} must look like COL=VALUE")
     table = table.where(**{col: value})
+  table = variants.select(table, args)  # each rung's best variant, unless --all-variants
   return table.drop_highest_loss(args.drop_highest_loss)
 
 
@@ -109,7 +119,8 @@ def _law_name(args, table) -> str:
   if law in ("power", "kaplan") and args.x is None:
     raise ScalingError(f"--law={law} needs --x=params|tokens|flops")
   if law not in ("chinchilla", "power", "kaplan", "kaplan_nd", "clark", "krajewski"):
-    raise ScalingError(f"unknown --law={law!r}: choose chinchilla, kaplan, power or moe")
+    raise ScalingError(f"unknown --law={law!r}: choose chinchilla, kaplan, power, moe, lr or "
+                       "batch")
   return law
 
 
@@ -117,6 +128,11 @@ def run_fit(args) -> tuple[core.Fit, table_lib.Table | None]:
   """Fits according to parsed arguments; returns the fit and the table (None for curves)."""
   from scaling.fit import checks, chinchilla, provenance, validation
 
+  if args.resample != "runs" and (args.law in hparam_laws.LAWS or args.approach in (1, 2)):
+    raise ScalingError(f"--resample={args.resample} is implemented for parametric fits "
+                       "(approach 3 and the other laws); drop it, or use --approach=3")
+  if args.law in hparam_laws.LAWS:
+    return hparam_laws.run_fit(args, _load)
   if args.law == "chinchilla" and args.approach == 1:
     curves = table_lib.load_curves(args.table, args.curve_loss,
                                    strict=getattr(args, "strict", False))
@@ -144,9 +160,11 @@ def run_fit(args) -> tuple[core.Fit, table_lib.Table | None]:
   if law == "chinchilla":
     fit = chinchilla.approach3(table, method=args.method, bootstrap=args.bootstrap,
                                seed=args.seed, predict_flops=args.predict_flops,
-                               flops_per_param_token=args.flops_per_token)
+                               flops_per_param_token=args.flops_per_token,
+                               resample=args.resample)
   else:
-    fit = core.fit_law(table, law, x=args.x, bootstrap=args.bootstrap, seed=args.seed)
+    fit = core.fit_law(table, law, x=args.x, bootstrap=args.bootstrap, seed=args.seed,
+                       resample=args.resample)
     fit.approach = None
   fit.validation = validation.validate(fit, sp, level=fit.ci, seed=args.seed)
   extrapolation = validation.extrapolation_summary(fit, sp)  # --holdout-above's summary

@@ -1,0 +1,62 @@
+"""WSD trunks with cooldown branches on CPU: a Chinchilla grid for about half its compute.
+
+  scaling ladder show configs/ladders/cpu_branches.py
+  scaling ladder run configs/ladders/cpu_branches.py --workdir=runs/branches --parallel=2
+  scaling fit runs/branches --law=chinchilla --approach=3 --bootstrap=200 --out=runs/branches/fit
+
+  # The same grid as independent cosine runs, for comparison:
+  scaling ladder run configs/ladders/cpu_branches.py:cosine --workdir=runs/cosine --parallel=2
+  scaling fit runs/cosine --law=chinchilla --approach=3 --bootstrap=200
+
+Design (Hagele et al. 2024, arXiv:2405.18392; Hu et al. 2024, MiniCPM, Sec. 4):
+
+* The language, shapes and batch of `configs/ladders/cpu_demo.py` (256 contexts, Zipf 2.5,
+  64-token vocabulary, entropy floor 1.2425 nats; d_model = 4 x depth; 8 x 64 tokens a step).
+* Grid: depths 1-4 (N = 460 to 10.4K non-embedding parameters) x tokens per parameter
+  25, 38, 56, 84, 127, 190 (a factor 1.5 apart: the closer the token counts, the more of each
+  branch the trunk shares). 24 (N, D) points.
+* Default preset (`wsd`): per depth one trunk at a constant learning rate and 6 branches, each
+  cooling down over its final 20% with the `1-sqrt` shape (Hagele et al.'s best). The trunk is
+  trained to its last fork (0.8 x 190 N tokens); a branch trains only its cooldown. 4 trunks + 24
+  branches spend 49% of the independent grid's FLOPs (`scaling ladder show` prints both).
+* `cosine`: the same 24 (N, D) points as independent runs, each with its own cosine schedule
+  over exactly its steps (`grid` sweep, the project's usual rules).
+
+Measured: see `tests/ladder/test_cpu_branches.py` (`make test-demo`), which trains both presets
+and checks that the branches' Approach-3 fit lies inside the cosine fit's bootstrap intervals.
+"""
+
+import ml_collections
+
+from scaling.config import default_config
+from scaling.errors import ScalingError
+from scaling.ladder.spec import default_ladder, grid_sweep, wsd_sweep
+
+DEPTHS = (1, 2, 3, 4)
+TOKENS_PER_PARAM = (25, 38, 56, 84, 127, 190)  # ~25 x 1.5^k
+
+
+def get_config(arg: str | None = None):
+  run = default_config()
+  run.model.update(vocab_size=64, max_len=64, dtype="float32")  # float32 is faster on CPU
+  run.train.update(seq_len=64, global_batch=8, eval_batches=64)
+  run.data.synthetic.update(vocab_size=64, num_contexts=256, zipf_exponent=2.5, body_length=4,
+                            support_exponent=1.0, train_tokens=4_194_304,
+                            validation_tokens=65_536)
+
+  ladder = default_ladder()
+  ladder.shape.update(aspect=4, head_dim=4)  # d_model = 4 x depth
+  ladder.rules.update(batch_rule="fixed", min_steps=20, evals=2, checkpoints=1)
+  ladder.hardware = "cpu"
+  ladder.mfu = 0.07
+  if arg in (None, "", "wsd"):
+    ladder.name = "cpu_branches"
+    ladder.sweeps.wsd = wsd_sweep(DEPTHS, TOKENS_PER_PARAM, cooldown_fraction=0.2,
+                                  cooldown_shape="1-sqrt")
+  elif arg == "cosine":
+    ladder.name = "cpu_branches_cosine"
+    ladder.sweeps.grid = grid_sweep(DEPTHS, TOKENS_PER_PARAM)
+  else:
+    raise ScalingError(f"configs/ladders/cpu_branches.py:{arg}: unknown preset; use no argument "
+                       "(wsd) or 'cosine'")
+  return ml_collections.ConfigDict(dict(run=run, ladder=ladder))
