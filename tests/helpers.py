@@ -16,7 +16,13 @@ def load_config(spec: str):
 
 
 def run_cli(capfd, argv: list[str]) -> tuple[int, str]:
-  """Runs `scaling ARGV` in-process; (exit status, stderr captured by pytest's `capfd`).
+  """Runs `scaling ARGV` in-process; (exit status, stderr captured by pytest's `capfd`)."""
+  code, _, err = run_cli_captured(capfd, argv)
+  return code, err
+
+
+def run_cli_captured(capfd, argv: list[str]) -> tuple[int, str, str]:
+  """Runs `scaling ARGV` in-process; (exit status, stdout, stderr) captured by `capfd`.
 
   `scaling train` configures the root logger onto the captured stderr; it is restored after,
   so one test's handlers never write into the next test's capture.
@@ -32,4 +38,5 @@ def run_cli(capfd, argv: list[str]) -> tuple[int, str]:
     code = cli.main(argv)
   finally:
     root.handlers[:], root.level = handlers, level
-  return code, capfd.readouterr().err
+  out, err = capfd.readouterr()
+  return code, out, err

@@ -18,6 +18,34 @@ from collections.abc import Callable
 import numpy as np
 
 
+def _direction(g, s_hist, y_hist, rho, k, memory: int):
+  """The L-BFGS search direction -H g from the last `memory` (s, y) pairs `[memory, P]`."""
+  import jax
+  import jax.numpy as jnp
+
+  # Two-loop recursion (Nocedal & Wright 2006, Algorithm 7.4) over a circular buffer;
+  # slots not yet filled have rho = 0 and so contribute nothing.
+  def first(i, carry):
+    q, alphas = carry
+    idx = (k - 1 - i) % memory
+    a = rho[idx] * jnp.dot(s_hist[idx], q)
+    return q - a * y_hist[idx], alphas.at[idx].set(a)
+
+  q, alphas = jax.lax.fori_loop(0, memory, first, (g, jnp.zeros(memory, g.dtype)))
+  last = (k - 1) % memory
+  yy = jnp.dot(y_hist[last], y_hist[last])
+  gamma = jnp.where((k > 0) & (yy > 0), jnp.dot(s_hist[last], y_hist[last]) / yy,
+                    1.0 / jnp.maximum(1.0, jnp.linalg.norm(g)))
+  r = gamma * q
+
+  def second(i, r):
+    idx = (k - memory + i) % memory
+    b = rho[idx] * jnp.dot(y_hist[idx], r)
+    return r + s_hist[idx] * (alphas[idx] - b)
+
+  return -jax.lax.fori_loop(0, memory, second, r)
+
+
 def _make_solver(fun, *, memory: int, gtol: float, ftol: float):
   """Returns (init, run) for a single-start L-BFGS on `fun(x, data)`; both are vmap-able."""
   import jax
@@ -32,32 +60,9 @@ def _make_solver(fun, *, memory: int, gtol: float, ftol: float):
     return (x0, f0, g0, zeros, zeros, jnp.zeros(memory, x0.dtype), jnp.array(0), jnp.array(0),
             ~jnp.isfinite(f0))
 
-  def direction(g, s_hist, y_hist, rho, k):
-    # Two-loop recursion (Nocedal & Wright 2006, Algorithm 7.4) over a circular buffer;
-    # slots not yet filled have rho = 0 and so contribute nothing.
-    def first(i, carry):
-      q, alphas = carry
-      idx = (k - 1 - i) % memory
-      a = rho[idx] * jnp.dot(s_hist[idx], q)
-      return q - a * y_hist[idx], alphas.at[idx].set(a)
-
-    q, alphas = jax.lax.fori_loop(0, memory, first, (g, jnp.zeros(memory, g.dtype)))
-    last = (k - 1) % memory
-    yy = jnp.dot(y_hist[last], y_hist[last])
-    gamma = jnp.where((k > 0) & (yy > 0), jnp.dot(s_hist[last], y_hist[last]) / yy,
-                      1.0 / jnp.maximum(1.0, jnp.linalg.norm(g)))
-    r = gamma * q
-
-    def second(i, r):
-      idx = (k - memory + i) % memory
-      b = rho[idx] * jnp.dot(y_hist[idx], r)
-      return r + s_hist[idx] * (alphas[idx] - b)
-
-    return -jax.lax.fori_loop(0, memory, second, r)
-
   def step(state, data):
     x, f, g, s_hist, y_hist, rho, k, it, done = state
-    d = direction(g, s_hist, y_hist, rho, k)
+    d = _direction(g, s_hist, y_hist, rho, k, memory)
     slope = jnp.dot(g, d)
     # A non-descent direction (possible after a skipped update) falls back to steepest descent.
     bad = ~(slope < 0)

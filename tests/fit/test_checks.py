@@ -13,6 +13,8 @@ from scaling.fit import table as table_lib
 from scaling.fit.core import Fit
 from scaling.fit.table import Table
 
+pytestmark = pytest.mark.xla_optimized  # batched L-BFGS fits: run-bound (tests/conftest.py)
+
 TRUE = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}  # Hoffmann 2022
 
 

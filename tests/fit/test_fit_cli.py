@@ -14,6 +14,8 @@ from scaling.fit import table as table_lib
 from scaling.fit.core import Fit
 from tests.helpers import ROOT
 
+pytestmark = pytest.mark.xla_optimized  # batched L-BFGS fits: run-bound (tests/conftest.py)
+
 EPOCH = os.path.join(os.path.dirname(table_lib.__file__), "..", "reference_data",
                      "epoch_chinchilla_svg_extracted_data.csv")
 ISO = os.path.join(os.path.dirname(EPOCH), "openathena_isoflops_extract.csv")

@@ -6,6 +6,8 @@ import pytest
 from scaling.fit import chinchilla, core, laws, optim
 from scaling.fit.table import Curve, Table
 
+pytestmark = pytest.mark.xla_optimized  # batched L-BFGS fits: run-bound (tests/conftest.py)
+
 TRUE = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 
 

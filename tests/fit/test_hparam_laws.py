@@ -12,6 +12,8 @@ from scaling.fit.table import Table
 from scaling.ladder import results, tuning
 from tests.helpers import run_cli
 
+pytestmark = pytest.mark.xla_optimized  # batched L-BFGS fits: run-bound (tests/conftest.py)
+
 TRUE_LR = {"c": 8.0, "a": -0.3, "b": -0.08}
 TRUE_BATCH = {"k": 0.3, "e": 0.33}
 MULTS = (0.25, 0.5, 1, 2, 4)

@@ -10,6 +10,8 @@ from scaling.fit import chinchilla, core, laws, predict
 from scaling.fit.core import Fit
 from scaling.fit.table import Table
 
+pytestmark = pytest.mark.xla_optimized  # batched L-BFGS fits: run-bound (tests/conftest.py)
+
 # Hoffmann et al. 2022's Approach 3 law (Sec. 3.3), as in test_fit_synthetic.py.
 TRUE = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 NOISE = 0.02  # multiplicative scatter of runs around the law (sd of log loss)
@@ -33,6 +35,7 @@ def _fresh(rng, m):
   return n, d, _law(n, d) * np.exp(rng.normal(0, NOISE, m))
 
 
+@pytest.mark.slow
 def test_coverage_of_95_percent_interval_with_and_without_bootstrap():
   # Averaged over tables (the interval is calibrated over repeated experiments, not per table):
   # 5 tables of 40 runs, 400 fresh runs each, for the bootstrap path and the linearised path.

@@ -18,6 +18,8 @@ from scaling.fit.table import Table
 from scaling.train import identity
 from tests.fit.fake_ladder import FLOOR, TRUE, ladder_rows, write_ladder
 
+pytestmark = pytest.mark.xla_optimized  # batched L-BFGS fits: run-bound (tests/conftest.py)
+
 
 def _sha(path) -> str:
   return hashlib.sha256(open(path, "rb").read()).hexdigest()

@@ -11,6 +11,8 @@ from scaling.fit import core
 from scaling.fit.table import Table
 from tests.helpers import run_cli
 
+pytestmark = pytest.mark.xla_optimized  # batched L-BFGS fits: run-bound (tests/conftest.py)
+
 TRUE = dict(E=1.2, A=100.0, alpha=0.9, B=80.0, beta=0.5)
 
 
@@ -41,7 +43,7 @@ def test_replicates_are_the_fit_plus_its_resampled_residuals():
 
 
 def test_residual_intervals_cover_the_true_law():
-  fit = core.fit_law(_table(), "chinchilla", bootstrap=50, seed=0, resample="residuals")
+  fit = core.fit_law(_table(), "chinchilla", bootstrap=100, seed=0, resample="residuals")
   assert fit.info["bootstrap"]["resampling"].startswith("residuals")
   iv = fit.intervals()
   for k in ("E", "alpha", "beta"):

@@ -13,6 +13,8 @@ from scaling.fit import validation
 from scaling.fit.table import Table
 from tests.fit.fake_ladder import ladder_rows, law, write_ladder
 
+pytestmark = pytest.mark.xla_optimized  # batched L-BFGS fits: run-bound (tests/conftest.py)
+
 
 def test_marked_rows_are_left_out_and_predicted():
   rows = ladder_rows()

@@ -23,8 +23,9 @@ from scaling.fit import chinchilla, validation
 from scaling.fit import table as table_lib
 from tests.helpers import load_config
 
-# Outside `make test` (its 15-minute budget on 2 cores); `make test-demo` runs it.
-pytestmark = [pytest.mark.slow, pytest.mark.demo]
+# Outside `make test` (its 15-minute budget on 2 cores); `make test-demo` runs it. Its runs are
+# long enough (up to 1,774 steps) that XLA's optimizations pay for themselves (tests/conftest.py).
+pytestmark = [pytest.mark.slow, pytest.mark.demo, pytest.mark.xla_optimized]
 SMOKE = "configs/ladders/cpu_demo.py:smoke"
 
 

@@ -27,8 +27,11 @@ def _flags(data_dir):
 
 
 def _env(devices):
-  return dict(os.environ, JAX_PLATFORMS="cpu",
-              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  # This test's device count; the other XLA flags (tests/conftest.py's collective timeout) stay.
+  flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+           if not f.startswith("--xla_force_host_platform_device_count")]
+  flags.append(f"--xla_force_host_platform_device_count={devices}")
+  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(flags))
 
 
 def _train(args, devices):

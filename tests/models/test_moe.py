@@ -136,6 +136,7 @@ def test_router_losses_reach_the_training_objective():
   np.testing.assert_allclose(jnp.sum(aux["stats"]["expert_fraction"], axis=-1), 1.0, rtol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dispatch", ["einsum", "sort", "pallas"])
 def test_expert_parallel_meshes_match_one_device(dispatch):
   cfg = _cfg(dropless=True, dispatch=dispatch)
@@ -158,6 +159,7 @@ def test_expert_parallel_meshes_match_one_device(dispatch):
     assert w_up.addressable_shards[0].data.shape == (2, 8 // shape[2], 64, 128 // shape[1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(8, 1, 1), (4, 2, 1)])
 def test_pallas_dispatch_runs_the_kernels_per_batch_shard(shape):
   """Data (and tensor) parallel meshes without an expert axis: the kernels run inside

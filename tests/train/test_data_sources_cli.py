@@ -41,6 +41,7 @@ def corpus(tmp_path_factory):
 
 # Synthetic data through `scaling train` is covered by tests/train/test_identity.py and
 # tests/ladder; the text sources had no end-to-end test before.
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["text_bytes", "text_sentencepiece"])
 def test_train_on_each_source_writes_a_complete_record(source, corpus, data_dir, tmp_path,
                                                        capfd):

@@ -80,6 +80,7 @@ def interrupted(_interrupted_once, tmp_path):
   return cfg.copy_and_resolve_references(), tmp_path / "interrupted", record
 
 
+@pytest.mark.slow
 def test_changed_config_on_interrupted_workdir_is_refused_and_nothing_changes(
     interrupted, capfd):
   cfg, run, record = interrupted
@@ -107,7 +108,8 @@ def test_refusal_names_five_fields_and_counts_the_rest(interrupted):
 
 
 def test_changed_config_on_complete_workdir_is_refused(tiny_cfg, tmp_path, capfd):
-  tiny_cfg.train.update(steps=4, eval_every=4, checkpoint_every=4)
+  # The interrupted run's steps and schedule: its compiled programs are cached already.
+  tiny_cfg.train.update(steps=16, eval_every=8, checkpoint_every=4)
   run = tmp_path / "done"
   first = train(tiny_cfg, run)
   assert first["config_identity"] == identity.identity_hash(tiny_cfg)
@@ -150,6 +152,7 @@ def test_checkpoint_of_another_shape_is_refused_not_treated_as_damage(interrupte
   assert "Event loop is closed" not in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_resume_on_another_mesh_continues_the_run(interrupted, caplog):
   cfg, run, record = interrupted
   kept = _metrics(run)

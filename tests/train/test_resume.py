@@ -1,4 +1,8 @@
-"""Interrupted runs resume exactly: a real SIGKILL or SIGTERM of `scaling train`, then a rerun."""
+"""Interrupted runs resume exactly: a real SIGKILL or SIGTERM of `scaling train`, then a rerun.
+
+The interrupted run is a subprocess (a signal ends a process); the rerun is the same `scaling
+train` command run in-process, which spares a JAX start-up.
+"""
 
 import json
 import os
@@ -10,7 +14,7 @@ import time
 import pytest
 
 from scaling.train.loop import train
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run_cli_captured
 
 pytestmark = pytest.mark.slow
 
@@ -40,6 +44,14 @@ def _curve(workdir):
   return [(x["step"], x["loss"], x.get("eval_loss")) for x in map(json.loads, lines)]
 
 
+def _rerun(capfd, cmd) -> tuple[int, str]:
+  """`cmd` (a `_flags` command line) again, in-process: (exit status, stdout and stderr)."""
+  argv = cmd[3:]
+  argv[1] = f"--config={ROOT / 'configs/dense.py'}:tiny"  # any working directory
+  code, out, err = run_cli_captured(capfd, argv)
+  return code, out + err
+
+
 def _start_and_interrupt(cmd, workdir, sig, after_checkpoint):
   proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           env=dict(os.environ))
@@ -59,7 +71,7 @@ def long_cfg(tiny_cfg):
   return tiny_cfg
 
 
-def test_sigkill_then_rerun_matches_uninterrupted(long_cfg, tmp_path):
+def test_sigkill_then_rerun_matches_uninterrupted(long_cfg, tmp_path, capfd):
   reference = tmp_path / "reference"
   train(long_cfg, reference)
   run = tmp_path / "killed"
@@ -67,16 +79,16 @@ def test_sigkill_then_rerun_matches_uninterrupted(long_cfg, tmp_path):
   code, _ = _start_and_interrupt(cmd, run, signal.SIGKILL, after_checkpoint=8)
   assert code == -signal.SIGKILL
   assert not (run / "result.json").exists()
-  done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-  assert done.returncode == 0, done.stdout + done.stderr
-  assert "step 2/60 " not in done.stdout and "step 60/60 " in done.stdout  # it resumed
+  code, out = _rerun(capfd, cmd)
+  assert code == 0, out
+  assert "step 2/60 " not in out and "step 60/60 " in out  # it resumed
   assert _curve(run) == _curve(reference)  # bitwise, on CPU
   a = json.loads((run / "result.json").read_text())
   b = json.loads((reference / "result.json").read_text())
   assert a["final_eval_loss"] == b["final_eval_loss"]
 
 
-def test_sigterm_checkpoints_and_resumes(long_cfg, tmp_path):
+def test_sigterm_checkpoints_and_resumes(long_cfg, tmp_path, capfd):
   run = tmp_path / "preempted"
   cmd = _flags(long_cfg, run)
   code, out = _start_and_interrupt(cmd, run, signal.SIGTERM, after_checkpoint=4)
@@ -85,8 +97,8 @@ def test_sigterm_checkpoints_and_resumes(long_cfg, tmp_path):
   assert record["status"] == "interrupted"
   saved = max(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
   assert saved == record["steps_done"] and saved < 60
-  done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-  assert done.returncode == 0, done.stdout + done.stderr
+  code, out = _rerun(capfd, cmd)
+  assert code == 0, out
   assert json.loads((run / "result.json").read_text())["status"] == "complete"
   steps = [s for s, _, _ in _curve(run)]
   assert steps == sorted(set(steps)) and steps[-1] == 60
