@@ -2,7 +2,8 @@
 
   scaling ladder show configs/ladders/cpu_demo.py
   scaling ladder run configs/ladders/cpu_demo.py --workdir=runs/demo --parallel=2
-  scaling fit runs/demo --law=chinchilla --approach=3 --bootstrap=200 --out=runs/demo/fit
+  scaling fit runs/demo --law=chinchilla --approach=3 --bootstrap=200 --resample=residuals \
+      --out=runs/demo/fit
 
 (`make demo` runs these.) Design:
 
@@ -18,12 +19,14 @@
 * Training: a fixed batch of 8 x 64 tokens so every rung takes at least 148 steps; learning
   rate from the DeepSeek rule (0.0175 at 1e10 to 0.0111 at 4e11), cosine over the run.
 
-Measured (2 CPU cores; Approach 3, E free, 200 bootstrap resamples): E = 1.190 (-4.2% from the
-floor), alpha = 0.95 [0.73, 1.54], beta = 0.50 [0.22, 0.92] (intervals 0.81 and 0.71 wide:
-15 runs do not separate them), held-out loss 1.2871 predicted 1.2647 (-1.7%) inside its 95%
-interval [1.238, 1.308], excess over the floor 0.345 / 0.060 = 5.8x, every IsoFLOP minimum
-inside its profile, R^2 0.989. Ladder 777 s + fit 37 s with `--parallel=2` while the machine
-also ran the test suite (load average 6-10); ~613 CPU-seconds of training in all.
+Measured (2 CPU cores; Approach 3, E free, 200 bootstrap resamples of the fit's residuals, as
+`make demo` runs it): E = 1.190 [1.115, 1.245] (-4.2% from the floor), alpha = 0.95
+[0.79, 1.17], beta = 0.50 [0.36, 0.73] (0.37 and 0.37 wide; resampling runs instead gives 0.81
+and 0.71, and over-covers on this design: experiments/bootstrap_coverage.py); held-out loss
+1.2871 predicted 1.2647 (-1.7%), inside its 95% prediction interval [1.236, 1.294]; excess
+over the floor 0.345 / 0.060 = 5.8x; every IsoFLOP minimum inside its profile; R^2 0.989;
+8 of 8 checks ok. Ladder 777 s + fit 37 s with `--parallel=2` while the machine also ran the
+test suite (load average 6-10); ~613 CPU-seconds of training in all.
 
 `get_config("smoke")` is the same family on a 32-context language at 3e9 / 1e10 FLOPs with a
 held-out rung at 3e10 (tests/ladder/test_demo_law.py).
