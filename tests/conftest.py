@@ -12,11 +12,12 @@ heavy programs (the batched L-BFGS fits) are marked `xla_optimized` and compile 
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
-# XLA aborts the process when a device thread is more than a minute late to a collective's
+# XLA aborts the process when a device thread is about a minute late to a collective's
 # rendezvous (`rendezvous.cc:161 Termination timeout for all reduce ... 40 seconds`), which
-# 8 device threads on a loaded 2-core machine can be; here lateness is not a failure.
+# 8 device threads on a loaded 2-core machine can be; here lateness is not a failure, so XLA
+# waits 5 minutes instead (a real deadlock still ends the test).
 if "collective_call_terminate_timeout" not in os.environ["XLA_FLAGS"]:
-  os.environ["XLA_FLAGS"] += " --xla_cpu_collective_call_terminate_timeout_seconds=600"
+  os.environ["XLA_FLAGS"] += " --xla_cpu_collective_call_terminate_timeout_seconds=300"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 FAST_COMPILE = os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1").lower() in (
     "1", "true", "yes", "on", "t", "y")
@@ -29,21 +30,20 @@ def pytest_configure(config):
                           "with its optimizations (see tests/conftest.py)")
 
 
-@pytest.fixture(autouse=True)
-def _xla_effort(request, monkeypatch):
-  """Optimized compiles for a test marked `xla_optimized` (and the processes it starts), fast
-  ones for every other test; the switch happens only between a marked and an unmarked test."""
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+  """Before each test's fixtures (its module's too): optimized compiles for a test marked
+  `xla_optimized` and the processes it starts, fast ones for every other test."""
   if not FAST_COMPILE:
     return
   import jax
 
-  fast = request.node.get_closest_marker("xla_optimized") is None
+  fast = item.get_closest_marker("xla_optimized") is None
+  os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1" if fast else "0"
   if jax.config.read("jax_disable_most_optimizations") != fast:
     if not fast:  # executables compiled unoptimized (cached fit solvers) must not be reused
       jax.clear_caches()
     jax.config.update("jax_disable_most_optimizations", fast)
-  if not fast:
-    monkeypatch.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "0")
 
 
 def pytest_collection_modifyitems(config, items):
