@@ -19,9 +19,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("scaling.commands.train", "Train one run into --workdir."),
     "ladder": ("scaling.commands.ladder", "Show, run or inspect a ladder of runs."),
     "results": ("scaling.commands.results", "Collect run records into one table."),
+    "eval": ("scaling.commands.eval", "Score a run's checkpoints into RUN_DIR/evals.jsonl."),
     "fit": ("scaling.commands.fit:fit_main", "Fit a scaling law to a results table."),
     "plan": ("scaling.commands.fit:plan_main",
              "Compute-optimal model size and tokens for a budget."),
+    "export": ("scaling.commands.export", "Write a run as a Hugging Face checkpoint."),
+    "import": ("scaling.commands.import_hf", "Start a run from a Hugging Face checkpoint."),
+    "score": ("scaling.commands.score", "Per-token NLL of a token sequence under a run."),
 }
 
 

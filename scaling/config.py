@@ -19,6 +19,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 REMAT_POLICIES = ("none", "full", "dots_saveable")
 MLP_TYPES = ("swiglu", "gelu")
 POSITIONS = ("rope", "learned", "relative")
+PARAMETRIZATIONS = ("sp", "mup")  # `scaling.models.parametrization`
 
 # Logical axis -> mesh axes ("" = replicated; "data,expert" = sharded over both).
 # Tensor parallelism over `model` (Megatron column/row split), batch over every data-parallel
@@ -64,6 +65,8 @@ def default_config() -> ml_collections.ConfigDict:
   m.remat = "none"
   m.scan_layers = True  # False unrolls the layer loop (same parameters, longer compile)
   m.attention_impl = "auto"  # "auto" | "xla" | "cudnn"
+  m.parametrization = "sp"  # "sp" | "mup" (Yang et al. 2022; scaling/models/parametrization.py)
+  m.mup_base_width = 256  # mup: the d_model whose multipliers are 1 (where hparams were tuned)
 
   m.moe = moe = ml_collections.ConfigDict()
   moe.num_experts = 0  # 0: dense model
@@ -160,6 +163,12 @@ def validate_model(m: ml_collections.ConfigDict) -> None:
   require(m.attention_impl in ("auto", "xla", "cudnn"),
           f"model.attention_impl={m.attention_impl!r}; choose 'auto', 'xla' or 'cudnn'")
   require(m.logit_softcap >= 0, f"model.logit_softcap={m.logit_softcap} must be >= 0")
+  require(m.get("parametrization", "sp") in PARAMETRIZATIONS,
+          f"model.parametrization={m.get('parametrization')!r} is unknown; choose 'sp' "
+          "(standard) or 'mup' (maximal update, Yang et al. 2022)")
+  require(isinstance(m.get("mup_base_width", 1), int) and m.get("mup_base_width", 1) > 0,
+          f"model.mup_base_width={m.get('mup_base_width')!r} must be a positive integer (the "
+          "d_model the hyperparameters were tuned at)")
   moe = m.moe
   if moe.num_experts:
     require(moe.num_experts > 0, f"model.moe.num_experts={moe.num_experts} must be >= 0")
@@ -214,6 +223,9 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
           f"train.microbatches={t.microbatches}")
   require(t.optimizer in ("adamw", "adafactor", "lion"),
           f"train.optimizer={t.optimizer!r} is unknown; choose adamw, adafactor or lion")
+  require(cfg.model.get("parametrization", "sp") != "mup" or t.optimizer != "adafactor",
+          "train.optimizer='adafactor' with model.parametrization='mup': the muP learning-rate "
+          "rules (Yang et al. 2022, Table 3) are for Adam-type optimizers; use adamw or lion")
   require(t.schedule in ("cosine", "wsd", "constant"),
           f"train.schedule={t.schedule!r} is unknown; choose cosine, wsd or constant")
   require(t.get("decay_shape", "linear") in ("linear", "1-sqrt"),

@@ -34,7 +34,9 @@ FLAG_NAMES = {
             "drop-highest-loss", "predict-flops", "flops-per-token", "holdout-above",
             "curve-loss", "json", "strict"],
     "plan": ["flops", "gpu-hours", "hardware", "mfu", "devices", "law", "flops-per-token",
-             "inference-tokens", "config", "mesh", "json"],
+             "inference-tokens", "config", "mesh", "json", "days", "params", "tokens", "price",
+             "watts", "pue", "carbon", "unique-tokens", "inference-price", "experts", "sweep",
+             "plot"],
 }
 VALUES = st.one_of(
     st.sampled_from(["", "nan", "-nan", "inf", "-inf", "-1", "-3", "0", "1", "2.5", "1e400",

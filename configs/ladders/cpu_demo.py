@@ -37,6 +37,7 @@ import ml_collections
 from scaling.config import default_config
 from scaling.errors import ScalingError
 from scaling.ladder.spec import default_ladder, isoflop_sweep
+from scaling.ladder.tuning import tune
 
 
 def get_config(arg: str | None = None):
@@ -65,7 +66,16 @@ def get_config(arg: str | None = None):
         a=isoflop_sweep([3e9], depths=(1, 2, 3), tolerance=0.1),
         b=isoflop_sweep([1e10], depths=(2, 3, 4), tolerance=0.1),
         held=isoflop_sweep([3e10], depths=(2,), tolerance=0.1, holdout=True)))
+  elif arg == "lr_sweep":
+    # The learning-rate sweep behind a fitted LR rule for this family: the two smaller budgets,
+    # every rung at 0.5, 1, 2 and 4 times DeepSeek's rate.
+    ladder.name = "cpu_demo_lr_sweep"
+    ladder.sweeps = ml_collections.ConfigDict(dict(
+        a=isoflop_sweep([1e10], depths=(1, 2, 3, 4), tolerance=0.1),
+        b=isoflop_sweep([3e10], depths=(1, 2, 3, 4, 5), tolerance=0.1)))
+    for sw in ladder.sweeps.values():
+      sw.tune = tune(lr=(0.5, 1, 2, 4))
   elif arg:
-    raise ScalingError(f"configs/ladders/cpu_demo.py:{arg}: unknown preset; use no argument or "
-                       "'smoke'")
+    raise ScalingError(f"configs/ladders/cpu_demo.py:{arg}: unknown preset; use no argument, "
+                       "'smoke' or 'lr_sweep'")
   return ml_collections.ConfigDict(dict(run=run, ladder=ladder))

@@ -1,7 +1,8 @@
 """`scaling info --config=... [--mesh=data:8,model:1,expert:1] [--json]`.
 
 Counts parameters, training FLOPs per token and memory per device from abstract shapes only, so
-a 175B config is inspected on a laptop.
+a 175B config is inspected on a laptop; shows the parametrization (`sp` / `mup`) with each
+parameter group's learning-rate and init multipliers (`scaling.models.parametrization`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,29 @@ def _human(n: float) -> str:
   return f"{n:.3g}"
 
 
+def _parametrization(cfg) -> dict:
+  """`parametrization.describe` with each group's parameter count, from abstract shapes."""
+  from flax import nnx
+
+  from scaling.models import parametrization
+  from scaling.models.dense import abstract_model
+
+  counts = parametrization.group_counts(nnx.state(abstract_model(cfg), nnx.Param))
+  return parametrization.describe(cfg.model, counts)
+
+
+def _parametrization_line(p: dict) -> str:
+  groups = ", ".join(f"{g} x{v['lr_multiplier']:.4g} ({_human(v['params'])} params)"
+                     for g, v in p["groups"].items())
+  if p["name"] == "sp":
+    return f"parametrization sp: learning-rate multipliers {groups}"
+  init = p["groups"]["hidden"]["init_std_multiplier"]
+  out = p["groups"]["readout"]["output_multiplier"]
+  return (f"parametrization mup (base width {p['base_width']}, width x{p['width_mult']:.4g}): "
+          f"learning-rate multipliers {groups}; hidden init std x{init:.4g}, readout and router "
+          f"outputs x{out:.4g}, attention {p['attention_scale']}, query init {p['query_init']}")
+
+
 USAGE = "scaling info --config=FILE[:PRESET] [--config.a.b=VALUE] [--mesh=data:8,model:1] [--json]"
 
 
@@ -45,6 +69,7 @@ def main(argv: list[str]) -> int:
   else:
     shape = {a: max(1, int(cfg.mesh[a])) for a in ("data", "model", "expert")}
   report = accounting.info(cfg, shape)
+  report["parametrization"] = _parametrization(cfg)
   if fv["json"].value:
     print(json.dumps(report, indent=2, sort_keys=True))
     return 0
@@ -57,6 +82,7 @@ def main(argv: list[str]) -> int:
         f"({_human(report['params_total'])}), active {report['params_active']:,}")
   flops = ", ".join(f"{k} {_human(v)}" for k, v in report["flops_per_token"].items())
   print(f"training FLOPs per token at seq_len {report['seq_len']}: {flops}")
+  print(_parametrization_line(report["parametrization"]))
   mem = report["memory_breakdown_bytes"]
   mesh = ",".join(f"{k}:{v}" for k, v in report["mesh"].items())
   print(f"memory per device on mesh {mesh}: {mem['total'] / 2**30:.2f} GiB (params "

@@ -149,6 +149,7 @@ class _Prepared:
   info: DataInfo
   builder: tfds.core.DatasetBuilder
   mask_fn: Callable[[np.ndarray], np.ndarray] | None = None  # window [T+1] -> [T]; None = ones.
+  train_mask_fn: Callable[[np.ndarray], np.ndarray] | None = None  # the train split's, if other
   min_seq_len: int = 1
   min_seq_len_reason: str = ""
   catalogue: bool = False
@@ -176,7 +177,10 @@ def _prepare_synthetic(spec: synthetic.SyntheticSpec, data_dir: str) -> _Prepare
                   train_tokens=int(meta["train_tokens"]), name=SYNTHETIC, metadata=meta)
   return _Prepared(
       info=info, builder=builder,
-      mask_fn=functools.partial(synthetic.target_mask, marker_digits=spec.marker_digits),
+      # Without tasks both are `synthetic.target_mask`; with addition the train split also
+      # scores the sums (synthetic.window_mask).
+      mask_fn=functools.partial(synthetic.window_mask, spec=spec, split="validation"),
+      train_mask_fn=functools.partial(synthetic.window_mask, spec=spec, split="train"),
       min_seq_len=spec.doc_length,
       min_seq_len_reason=(f"shorter than one synthetic document ({spec.doc_length} tokens), so "
                           "few or no targets would be scored; raise it or lower "
@@ -456,7 +460,9 @@ def make_batches(data_cfg: ml_collections.ConfigDict, *, split: str, seq_len: in
     windows = _PackedRecordWindows(source, prepared.text_field, seq_len)
   else:
     stream = _load_stream(prepared.builder, split)
-    windows = _StreamWindows(stream, seq_len, prepared.mask_fn)
+    mask_fn = prepared.train_mask_fn if split == "train" and prepared.train_mask_fn else \
+        prepared.mask_fn
+    windows = _StreamWindows(stream, seq_len, mask_fn)
   if len(windows) < global_batch:
     fix = ("data.synthetic.train_tokens/validation_tokens" if prepared.info.name == SYNTHETIC
            else "the amount of text")

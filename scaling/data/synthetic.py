@@ -43,6 +43,35 @@ Reference losses (all exact, in nats per scored token):
 * `quanta_curve`: the loss of a model that knows the distributions of the `n` most frequent
   contexts exactly and, for the others, only the per-slot mixture of the unknown contexts:
   L(n) = P(k<=n) H_floor + (1/L) sum_t P(k>n) H(u_t^{>n}), the quantization model's L(n).
+
+Tasks (`tasks`, off by default: with `tasks=""` the language, its data and its folder name are
+exactly as without this section). Each is scored by `scaling eval` three ways (per-token NLL of
+the answer, per-token accuracy, whole-answer exact match; `scaling.evals.tasks`), and the exact
+scores of the Bayes-optimal predictor (the generating process) go in the metadata:
+
+* `recall`: the prompt is `[BOS, code(k)]`, the answer the context's modal body
+  `S(k, 1)_0 .. S(k, L)_0` (L tokens). Every context is asked equally (distinct contexts in a
+  fixed random order), so a score is the fraction of the language's contexts a model recalls;
+  weighted by p the most frequent context, which even a context-blind model gets, would dominate.
+  It needs no data of its own: every document trains it. The generating process gives each
+  answer token probability w_0, so its Bayes scores are NLL = -log w_0 nats per token, accuracy
+  1 and exact match 1 (`support_exponent > 0` makes the mode unique). A context-blind
+  predictor (one that only knows the per-slot mixture u_t of all contexts) scores exactly
+  `recall_context_blind`.
+* `addition`: `k`-digit addition for k = 1..`addition_digits`, documents mixed into the stream
+  at the fraction `addition_fraction`, with 13 token ids of their own at the top of the
+  vocabulary (digits 0-9, `+`, `=`, PAD): `[BOS, a_1..a_k, +, b_1..b_k, =, c_1..c_{k+1}, PAD..]`,
+  every number written least-significant digit first (the order in which small transformers
+  learn addition: Lee et al. 2023, "Teaching Arithmetic to Small Transformers",
+  arXiv:2307.03381) and zero-padded to k (operands, uniform in [0, 10^k)) and k + 1 (the sum)
+  digits, padded to the document length. The answer is the k + 1 sum digits; it is a function
+  of the visible prompt, so the Bayes scores are NLL 0, accuracy 1, exact match 1. Tasks
+  `addition1` .. `addition<K>` score each k separately (exact match over k + 1 digits).
+
+With addition on, the validation mask (`window_mask(..., split="validation")`) scores language
+body tokens only, so the eval loss keeps the exact floor H_floor; the train mask also scores the
+sum digits of addition documents, so the model learns them, and its expected loss per scored
+target is `train_entropy_floor` (a ratio of expectations over documents).
 """
 
 from __future__ import annotations
@@ -67,6 +96,17 @@ _SPLIT_STREAMS = {"train": 1, "validation": 2}
 # is folded into the builder's config hash.
 DOCS_PER_RECORD = 128
 
+TASKS = ("recall", "addition")  # the names `tasks` takes (module docstring)
+# Addition's own ids, at the top of the vocabulary: digits 0-9, then "+", "=", PAD.
+ADDITION_IDS = 13
+PLUS, EQUALS, PAD = 10, 11, 12  # offsets from `SyntheticSpec.addition_base`
+MAX_ADDITION_DIGITS = 9  # operands below 10^9: sums fit int64 with room
+# Spawn keys of the fixed task evaluation sets (after the language and split streams).
+_TASK_STREAMS = {"recall": 3, "addition": 4}
+# Knobs that change nothing while their task is off: left out of the fingerprint then, so the
+# folder (and the data) of a language without tasks is what it was before tasks existed.
+_TASK_KNOBS = {"tasks": None, "addition_fraction": "addition", "addition_digits": "addition"}
+
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticSpec:
@@ -82,6 +122,24 @@ class SyntheticSpec:
   seed: int = 0
   train_tokens: int = 4_194_304
   validation_tokens: int = 1_048_576
+  tasks: str = ""  # comma-separated `TASKS` ("recall,addition"); "" = the language alone
+  addition_fraction: float = 0.05  # share of documents that are addition problems
+  addition_digits: int = 5  # k = 1 .. addition_digits
+
+  @property
+  def task_list(self) -> tuple[str, ...]:
+    """The enabled tasks, in `TASKS` order ("" -> ())."""
+    named = {t.strip() for t in str(self.tasks).split(",") if t.strip()}
+    return tuple(t for t in TASKS if t in named)
+
+  @property
+  def addition(self) -> bool:
+    return "addition" in self.task_list
+
+  @property
+  def addition_base(self) -> int:
+    """The id of digit 0 of the addition tokens (digits, "+", "=", PAD follow it)."""
+    return self.vocab_size - ADDITION_IDS
 
   @property
   def marker_base(self) -> int:
@@ -93,8 +151,8 @@ class SyntheticSpec:
 
   @property
   def body_alphabet(self) -> int:
-    """Number of body token ids, A = vocab_size - 1 - B."""
-    return self.vocab_size - 1 - self.marker_base
+    """Number of body token ids, A = vocab_size - 1 - B (- 13 with addition on)."""
+    return self.vocab_size - 1 - self.marker_base - (ADDITION_IDS if self.addition else 0)
 
   @property
   def doc_length(self) -> int:
@@ -119,20 +177,60 @@ class SyntheticSpec:
     if self.body_alphabet < 2 * self.support_size:
       raise ScalingError(
           f"{f}vocab_size={self.vocab_size} leaves only {self.body_alphabet} body tokens after BOS "
-          f"and {self.marker_base} marker digits (num_contexts={self.num_contexts}, "
+          f"and {self.marker_base} marker digits"
+          + (f" and {ADDITION_IDS} addition ids" if self.addition else "")
+          + f" (num_contexts={self.num_contexts}, "
           f"marker_digits={self.marker_digits}); need at least 2*support_size="
           f"{2 * self.support_size}: raise {f}vocab_size or {f}marker_digits, or lower "
           f"{f}num_contexts")
     if not 0 <= self.seed < 2**63:
       raise ScalingError(f"{f}seed={self.seed} must be a non-negative integer")
+    self._validate_tasks()
+
+  def _validate_tasks(self) -> None:
+    f = "data.synthetic."
+    unknown = sorted({t.strip() for t in str(self.tasks).split(",") if t.strip()} - set(TASKS))
+    if unknown:
+      raise ScalingError(f"{f}tasks={self.tasks!r}: unknown task {unknown[0]!r}; choose a "
+                         f"comma-separated subset of {', '.join(TASKS)} (or '' for none)")
+    if "recall" in self.task_list and self.support_exponent <= 0:
+      raise ScalingError(f"{f}support_exponent={self.support_exponent}: the recall task needs "
+                         "> 0, so that every slot has one most likely token (its answer)")
+    if not self.addition:
+      return
+    if not 0.0 < self.addition_fraction < 1.0:
+      raise ScalingError(f"{f}addition_fraction={self.addition_fraction} must be in (0, 1): "
+                         "the share of documents that are addition problems, e.g. 0.05")
+    if not 1 <= self.addition_digits <= MAX_ADDITION_DIGITS:
+      raise ScalingError(f"{f}addition_digits={self.addition_digits} must be in "
+                         f"[1, {MAX_ADDITION_DIGITS}]")
+    need = 3 * self.addition_digits + 4  # BOS, a, +, b, =, the k + 1 digits of the sum
+    if self.doc_length < need:
+      raise ScalingError(
+          f"{f}body_length={self.body_length}: a {self.addition_digits}-digit addition problem "
+          f"takes {need} tokens but documents have {self.doc_length}; raise body_length to "
+          f"{need - 1 - self.marker_digits} or lower {f}addition_digits")
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)
 
   def fingerprint(self) -> str:
-    """A short hash of every knob that changes the generated data (names the prepared folder)."""
-    payload = json.dumps({**self.to_json(), "docs_per_record": DOCS_PER_RECORD}, sort_keys=True)
+    """A short hash of every knob that changes the generated data (names the prepared folder).
+
+    Task knobs count only while their task is on (`_TASK_KNOBS`), so a language without tasks
+    keeps the folder name it had before tasks existed.
+    """
+    payload = json.dumps({**self.active_knobs(), "docs_per_record": DOCS_PER_RECORD},
+                         sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:10]
+
+  def active_knobs(self) -> dict:
+    """`to_json()` without the task knobs of tasks that are off (they change nothing)."""
+    knobs = self.to_json()
+    for name, task in _TASK_KNOBS.items():
+      if not self.task_list or (task is not None and task not in self.task_list):
+        knobs.pop(name)
+    return knobs
 
 
 def _entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -157,6 +255,23 @@ def _sample_distinct(rng: np.random.Generator, rows: int, m: int, alphabet: int)
     if bad.size == 0:
       return out
     out[bad] = rng.integers(0, alphabet, size=(bad.size, m))
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskExamples:
+  """The evaluation set of one task: problems as whole documents.
+
+  Attributes:
+    name: the task (`recall`, `addition3`, ...).
+    tokens: int32 [n, doc_length], each row one problem from its BOS (PAD after a short one).
+    answer: float32 [n, doc_length - 1], 1 on the targets (`tokens[:, 1:]`) that are the answer.
+    answer_tokens: tokens per answer (the exponent k of exact match ~ p^k).
+  """
+
+  name: str
+  tokens: np.ndarray
+  answer: np.ndarray
+  answer_tokens: int
 
 
 class SyntheticLanguage:
@@ -250,8 +365,8 @@ class SyntheticLanguage:
     """JSON-serialisable description: knobs, layout, the floor and reference losses (nats)."""
     spec = self.spec
     alpha = spec.zipf_exponent - 1.0
-    return {
-        "spec": spec.to_json(),
+    out = {
+        "spec": spec.active_knobs(),
         "entropy_floor": self.entropy_floor,
         "unigram_entropy": self.unigram_entropy,
         "context_entropy_per_document": self.context_entropy,
@@ -268,6 +383,113 @@ class SyntheticLanguage:
         "quanta_curve": self.quanta_curve(),
         "floor_formula": "H_floor = -sum_j w_j log w_j, w_j = (j+1)^-beta / sum_i (i+1)^-beta",
     }
+    if spec.task_list:  # only then: a language without tasks describes itself as before
+      out["tasks"] = self.task_summary()
+    return out
+
+  # ---------------------------------------------------------------- tasks (module docstring)
+
+  def task_names(self) -> tuple[str, ...]:
+    """The scored task names: `recall`, `addition1` .. `addition<K>` (those enabled)."""
+    spec = self.spec
+    names = ("recall",) if "recall" in spec.task_list else ()
+    if spec.addition:
+      names += tuple(f"addition{k}" for k in range(1, spec.addition_digits + 1))
+    return names
+
+  def bayes_scores(self) -> dict[str, dict]:
+    """Exact scores of the generating process on every enabled task, per task name:
+    `{nll (nats per answer token), token_accuracy, exact_match, answer_tokens}`."""
+    out = {}
+    for name in self.task_names():
+      if name == "recall":
+        # Each answer token is the slot's mode, which the process gives probability w_0, and
+        # (support_exponent > 0) the unique argmax: every token and every answer is right.
+        out[name] = {"nll": float(-np.log(self.weights[0])), "token_accuracy": 1.0,
+                     "exact_match": 1.0, "answer_tokens": self.spec.body_length}
+      else:  # the sum is a function of the visible prompt
+        k = int(name.removeprefix("addition"))
+        out[name] = {"nll": 0.0, "token_accuracy": 1.0, "exact_match": 1.0,
+                     "answer_tokens": k + 1}
+    return out
+
+  @functools.cached_property
+  def recall_context_blind(self) -> dict[str, float]:
+    """Exact recall scores of a predictor that ignores the marker: slot t's mixture u_t over
+    all contexts (its argmax, lowest id on a tie, for accuracy). Averaged over all contexts
+    alike, as `recall_examples` asks them."""
+    spec = self.spec
+    u = self._slot_mixtures(slice(None))  # [L, V]: sum_k p_k sum_j w_j [S(k,t)_j = x]
+    mode = self.supports[:, :, 0]  # [K, L]
+    slots = np.arange(spec.body_length)[None, :]
+    nll = -np.log(u[slots, mode])  # u sums to 1 per slot
+    hit = u.argmax(axis=1)[None, :] == mode
+    return {"nll": float(nll.mean()), "token_accuracy": float(hit.mean()),
+            "exact_match": float(hit.all(axis=1).mean())}
+
+  def train_entropy_floor(self) -> float:
+    """Expected loss per scored target of the train mask (language bodies and addition sums),
+    in nats: a ratio of expectations over i.i.d. documents, (1 - q) L H / ((1 - q) L +
+    q E[k + 1]), since the sums cost the Bayes predictor nothing."""
+    spec = self.spec
+    q = spec.addition_fraction if spec.addition else 0.0
+    body = (1.0 - q) * spec.body_length
+    sums = q * ((spec.addition_digits + 1) / 2.0 + 1.0)  # k uniform on 1..K
+    return body * self.entropy_floor / (body + sums)
+
+  def task_summary(self) -> dict:
+    """The metadata block of the enabled tasks: names, Bayes scores, layout."""
+    spec = self.spec
+    out = {"names": list(self.task_names()), "bayes": self.bayes_scores()}
+    if "recall" in spec.task_list:
+      out["recall_context_blind"] = self.recall_context_blind
+    if spec.addition:
+      base = spec.addition_base
+      out["addition"] = {"fraction": spec.addition_fraction, "digits": spec.addition_digits,
+                         "digit_ids": [base, base + 9], "plus_id": base + PLUS,
+                         "equals_id": base + EQUALS, "pad_id": base + PAD,
+                         "digit_order": "least significant first"}
+      out["train_entropy_floor"] = self.train_entropy_floor()
+    return out
+
+  def recall_examples(self, n: int) -> TaskExamples:
+    """min(n, K) recall problems, distinct contexts in the task's fixed random order (the same
+    for every run of this language): `[BOS, code(k), mode body]`, the answer the body."""
+    spec = self.spec
+    rng = np.random.default_rng(np.random.SeedSequence(
+        spec.seed, spawn_key=(_TASK_STREAMS["recall"],)))
+    ctx = rng.permutation(spec.num_contexts)[:n]
+    n = ctx.size
+    tokens = np.empty((n, spec.doc_length), np.int32)
+    tokens[:, 0] = BOS
+    tokens[:, 1:1 + spec.marker_digits] = self.codes[ctx]
+    tokens[:, 1 + spec.marker_digits:] = self.supports[ctx, :, 0]
+    answer = np.zeros((n, spec.doc_length - 1), np.float32)
+    answer[:, spec.marker_digits:] = 1.0  # target i is token i + 1: the L body tokens
+    return TaskExamples("recall", tokens, answer, spec.body_length)
+
+  def addition_examples(self, k: int, n: int) -> TaskExamples:
+    """`n` k-digit addition problems from the task's fixed stream (one per k), as documents."""
+    spec = self.spec
+    if not spec.addition or not 1 <= k <= spec.addition_digits:
+      raise ScalingError(f"task addition{k} needs data.synthetic.tasks to include 'addition' "
+                         f"and 1 <= {k} <= data.synthetic.addition_digits")
+    rng = np.random.default_rng(np.random.SeedSequence(
+        spec.seed, spawn_key=(_TASK_STREAMS["addition"], k)))
+    a, b = rng.integers(0, 10**k, size=(2, n))
+    tokens = addition_documents(spec, np.full(n, k), a, b)
+    answer = np.zeros((n, spec.doc_length - 1), np.float32)
+    answer[:, 2 * k + 2:3 * k + 3] = 1.0  # tokens 2k+3 .. 3k+3: the sum's k + 1 digits
+    return TaskExamples(f"addition{k}", tokens, answer, k + 1)
+
+  def task_examples(self, name: str, n: int) -> TaskExamples:
+    """The evaluation set of task `name` (`task_names()`), `n` problems."""
+    if name == "recall":
+      return self.recall_examples(n)
+    if name.startswith("addition") and name.removeprefix("addition").isdigit():
+      return self.addition_examples(int(name.removeprefix("addition")), n)
+    raise ScalingError(f"unknown synthetic task {name!r}; this language has "
+                       f"{', '.join(self.task_names()) or 'no tasks (data.synthetic.tasks)'}")
 
   # ---------------------------------------------------------------- sampling
 
@@ -283,6 +505,13 @@ class SyntheticLanguage:
     docs[:, 0] = BOS
     docs[:, 1:1 + spec.marker_digits] = self.codes[ctx]
     docs[:, 1 + spec.marker_digits:] = body
+    if spec.addition:  # drawn after the language's draws: without addition nothing changes
+      is_sum = rng.random(num_docs) < spec.addition_fraction
+      m = int(is_sum.sum())
+      k = rng.integers(1, spec.addition_digits + 1, size=m)
+      a = rng.integers(0, 10**k)
+      b = rng.integers(0, 10**k)
+      docs[is_sum] = addition_documents(spec, k, a, b)
     return docs
 
   def split_num_docs(self, split: str) -> int:
@@ -314,7 +543,7 @@ class SyntheticLanguage:
     """
     spec = self.spec
     window = np.asarray(window)
-    mask = target_mask(window, spec.marker_digits)
+    mask = window_mask(window, spec, "validation")
     t_len = window.shape[-1] - 1
     pos = np.arange(1, t_len + 1)
     last_bos = last_bos_index(window)[..., 1:]
@@ -354,3 +583,59 @@ def target_mask(window: np.ndarray, marker_digits: int) -> np.ndarray:
   last = last_bos_index(window)[..., 1:]
   pos = np.arange(1, window.shape[-1])
   return ((last >= 0) & (pos - last > marker_digits)).astype(np.float32)
+
+
+def _digits(x: np.ndarray, k: int) -> np.ndarray:
+  """[n] integers -> [n, k] decimal digits, least significant first."""
+  return (np.asarray(x, np.int64)[:, None] // 10 ** np.arange(k, dtype=np.int64)) % 10
+
+
+def addition_documents(spec: SyntheticSpec, k: np.ndarray, a: np.ndarray,
+                       b: np.ndarray) -> np.ndarray:
+  """Addition documents (module docstring): int32 [n, doc_length] for k-digit operands a, b.
+
+  `[BOS, a (k digits), +, b (k digits), =, a + b (k + 1 digits), PAD ...]`, every number least
+  significant digit first, in the ids from `spec.addition_base`.
+  """
+  base, k = spec.addition_base, np.asarray(k, np.int64)
+  docs = np.full((k.size, spec.doc_length), base + PAD, np.int32)
+  docs[:, 0] = BOS
+  a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+  for width in np.unique(k):
+    rows = np.flatnonzero(k == width)
+    w = int(width)
+    docs[rows, 1:1 + w] = base + _digits(a[rows], w)
+    docs[rows, 1 + w] = base + PLUS
+    docs[rows, 2 + w:2 + 2 * w] = base + _digits(b[rows], w)
+    docs[rows, 2 + 2 * w] = base + EQUALS
+    docs[rows, 3 + 2 * w:4 + 3 * w] = base + _digits(a[rows] + b[rows], w + 1)
+  return docs
+
+
+def window_mask(window: np.ndarray, spec: SyntheticSpec, split: str = "validation") -> np.ndarray:
+  """Scored targets of a window of this language: float32 [..., T] for `window` int [..., T + 1].
+
+  Language documents: `target_mask` (body tokens whose marker is visible). With addition on,
+  addition documents are never scored in the validation split (its loss keeps the exact floor)
+  and their sum digits are scored in the train split (what teaches addition); a document is an
+  addition problem when the token after its BOS is an addition digit. Without addition this is
+  `target_mask` itself.
+  """
+  mask = target_mask(window, spec.marker_digits)
+  if not spec.addition:
+    return mask
+  window = np.asarray(window)
+  last = last_bos_index(window)  # [..., T + 1]
+  t_len = window.shape[-1] - 1
+  first = np.take_along_axis(window, np.clip(last + 1, 0, t_len), axis=-1)[..., 1:]
+  is_sum_doc = (last[..., 1:] >= 0) & (first >= spec.addition_base)
+  mask = np.where(is_sum_doc, 0.0, mask).astype(np.float32)
+  if split != "train":
+    return mask
+  idx = np.arange(window.shape[-1])
+  last_eq = np.maximum.accumulate(np.where(window == spec.addition_base + EQUALS, idx, -1),
+                                  axis=-1)[..., 1:]
+  target = window[..., 1:]
+  digit = (target >= spec.addition_base) & (target < spec.addition_base + PLUS)
+  in_sum = is_sum_doc & (last_eq > last[..., 1:]) & digit
+  return np.where(in_sum, 1.0, mask).astype(np.float32)

@@ -18,7 +18,7 @@ from scaling.fit.table import Table
 
 # Which table column each law's `logX` reads; `x` picks it for single-variable laws.
 X_COLUMNS = {"params": "params", "N": "params", "tokens": "tokens", "D": "tokens",
-             "flops": "flops", "C": "flops"}
+             "flops": "flops", "C": "flops", "loss": "eval_loss"}  # loss: critical_batch's L
 
 
 @dataclasses.dataclass
@@ -149,7 +149,7 @@ def design(table: Table, law: str, x: str | None = None) -> dict[str, np.ndarray
       if x not in X_COLUMNS:
         raise ScalingError(f"--x={x!r}: choose params, tokens or flops for the {law} law")
       col = X_COLUMNS[x]
-      d["logX"] = np.log(table.flops if col == "flops" else table.get(col))
+      d["logX"] = np.log(table.flops if col == "flops" else table.require(col, f"by --x={x}"))
   return d
 
 
@@ -187,7 +187,8 @@ def check_identifiable(table: Table, law: str, x: str | None = None) -> None:
     sym, plural = _INPUT_WORDS[key]
     if key == "logX":
       sym, plural = {"params": ("N", "model sizes"), "tokens": ("D", "token counts"),
-                     "flops": ("C", "compute budgets")}[X_COLUMNS[x]]
+                     "flops": ("C", "compute budgets"),
+                     "eval_loss": ("L", "eval losses")}[X_COLUMNS[x]]
     symbols.append(sym)
     if np.unique(data[key]).size < 2:
       raise ScalingError(f"{table.source}: {runs} {sym} = {fmt_num(np.exp(data[key][0]))}: "

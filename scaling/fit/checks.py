@@ -110,7 +110,7 @@ def check_floor(fit: Fit, table: Table | None) -> dict:
   return _check("floor", True, detail)
 
 
-_EXPONENTS = {"alpha", "beta", "alpha_N", "alpha_D", "gamma"}
+_EXPONENTS = {"alpha", "beta", "alpha_N", "alpha_D", "gamma", "alpha_B", "e_D"}
 _FRONTIER_EXPONENTS = {"a", "b"}  # approaches 1 and 2 (in krajewski, a and b are scales)
 _HPARAM_EXPONENTS = {"a", "b", "e"}  # lr* = c N^a D^b, B* = k C^e
 

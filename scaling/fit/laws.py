@@ -188,6 +188,34 @@ def _batch_natural(t):
 HPARAM_LAWS = ("lr", "batch")  # laws of a hyperparameter's optimum, not of the loss
 
 
+# --- Critical batch size, fitted to logged gradient noise scales (`scaling.fit.critical_batch`):
+# B_crit(L) = B* / L^(1/alpha_B) (Kaplan et al. 2020, Sec. 5.1, Eq. 5.3; B_crit ~ B_noise of
+# McCandlish et al. 2018), theta = (log B*, 1/alpha_B); and B_crit(D) = k_D D^e_D in the tokens D
+# trained so far (Zhang et al. 2024, arXiv:2410.21676, find the critical batch grows with data,
+# not model size), log D centred at 1e10 tokens. Batches in tokens; the "loss" these fit is B.
+def _critical_batch_log(theta, d):
+  return theta[0] - theta[1] * d["logX"]
+
+
+def _critical_batch_natural(t):
+  t = np.asarray(t)
+  with np.errstate(divide="ignore", over="ignore"):
+    return {"B_star": np.exp(t[..., 0]), "alpha_B": 1.0 / t[..., 1]}
+
+
+def _critical_batch_d_log(theta, d):
+  return theta[0] + theta[1] * (d["logX"] - _LR_LOGD0)
+
+
+def _critical_batch_d_natural(t):
+  t = np.asarray(t)
+  with np.errstate(over="ignore"):
+    return {"k_D": np.exp(t[..., 0] - t[..., 1] * _LR_LOGD0), "e_D": t[..., 1]}
+
+
+CRITICAL_BATCH_LAWS = ("critical_batch", "critical_batch_d")  # laws of the noise scale
+
+
 LAWS: dict[str, LawSpec] = {
     "chinchilla": LawSpec(
         "chinchilla", ("a", "b", "e", "alpha", "beta"), ("logN", "logD"), _chinchilla_log,
@@ -234,6 +262,19 @@ LAWS: dict[str, LawSpec] = {
         "batch", ("log_B_at_1e18", "e"), ("logX",), _batch_log, _batch_natural,
         _grid([0.0, 5.0, 10.0, 15.0, 20.0], [-0.5, 0.0, 0.5, 1.0]),
         "B*(C) = k C^e (optimal batch, tokens)", "DeepSeek-AI 2024, DeepSeek LLM Sec. 3.1, Eq. 1"),
+    "critical_batch": LawSpec(
+        "critical_batch", ("log_B_star", "inv_alpha_B"), ("logX",), _critical_batch_log,
+        _critical_batch_natural,
+        # Kaplan et al. 2020: B* ~ 2e8 tokens (log 19), 1/alpha_B ~ 4.8.
+        _grid([0.0, 5.0, 10.0, 15.0, 20.0, 25.0], [0.5, 2.0, 5.0, 10.0]),
+        "B_crit(L) = B* / L^(1/alpha_B) (critical batch from the noise scale, tokens)",
+        "Kaplan et al. 2020, Sec. 5.1, Eq. 5.3; McCandlish et al. 2018 (B_noise)"),
+    "critical_batch_d": LawSpec(
+        "critical_batch_d", ("log_B_at_1e10", "e_D"), ("logX",), _critical_batch_d_log,
+        _critical_batch_d_natural, _grid([0.0, 5.0, 10.0, 15.0, 20.0], [-0.5, 0.0, 0.5, 1.0]),
+        "B_crit(D) = k_D D^e_D (critical batch from the noise scale, tokens)",
+        "Zhang et al. 2024, arXiv:2410.21676 (critical batch grows with D); McCandlish et al. "
+        "2018 (B_noise)"),
 }
 
 
@@ -266,6 +307,10 @@ def theta_from_natural(name: str, params: dict) -> np.ndarray:
     cols = [_log(p["c"]) + p["a"] * _LR_LOGN0 + p["b"] * _LR_LOGD0, p["a"], p["b"]]
   elif name == "batch":
     cols = [_log(p["k"]) + p["e"] * _BATCH_LOGC0, p["e"]]
+  elif name == "critical_batch":
+    cols = [_log(p["B_star"]), 1.0 / p["alpha_B"]]
+  elif name == "critical_batch_d":
+    cols = [_log(p["k_D"]) + p["e_D"] * _LR_LOGD0, p["e_D"]]
   else:
     raise KeyError(name)
   return np.stack(np.broadcast_arrays(*cols), -1)

@@ -6,6 +6,8 @@ The block records, so that anyone can tell which runs and which code made a law:
             records (the bytes `scaling results collect DIR --out=FILE.jsonl` writes, so a reader
             can check it with `sha256sum`) and of each run's result.json and metrics.jsonl
   runs      every input run id, its role (`fit` or `held_out`) and config identity
+  support   [min, max] of the fitted runs' N, D, N x D and C (what `scaling plan --sweep`
+            shades beyond as extrapolation)
   data      each distinct data spec of the runs, with its entropy floor when the data knows it
   filters   --columns, --filter, --drop-highest-loss, --holdout-above as given
   dropped   rows the fit did not use, by run id and row number, with the reason
@@ -230,6 +232,7 @@ def build(*, table_path: str, fitted: Table, held: Table | None = None,
   return {
       "input": input_digest(table_path),
       "runs": list(seen.values()),
+      "support": support(fitted),
       "data": data_specs(tables),
       "filters": {"columns": columns, "filter": list(filters),
                   "drop_highest_loss": int(drop_highest_loss), "holdout_above": holdout_above},
@@ -239,6 +242,16 @@ def build(*, table_path: str, fitted: Table, held: Table | None = None,
       "fit": {"law": law, "approach": approach, "method": method, "seed": int(seed),
               "bootstrap": int(bootstrap), "resample": resample},
   }
+
+
+def support(fitted: Table) -> dict:
+  """`[min, max]` of the fitted runs' N, D, N x D and C (FLOPs): the range `scaling plan
+  --sweep` shades beyond as extrapolation. Empty for an empty table."""
+  if not len(fitted):
+    return {}
+  cols = (("params", fitted.params), ("tokens", fitted.tokens),
+          ("params_x_tokens", fitted.params * fitted.tokens), ("flops", fitted.flops))
+  return {name: [float(np.min(v)), float(np.max(v))] for name, v in cols}
 
 
 def summary(obj: dict) -> str:

@@ -31,6 +31,9 @@ Columns (`COLUMNS`, documented in the README):
                  `scaling fit` fits only these unless --all-variants
   under_tuned    `up` / `down` when the group's best LR is the highest / lowest of its sweep
                  (extend the LR sweep that way), else empty
+  TASK/METRIC    one column per line of the run's `evals.jsonl` at its final checkpoint
+                 (`scaling eval`, `scaling.evals`): e.g. `validation/bpb`, `recall/exact_match`;
+                 after the columns above, sorted, present when some run has them
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from etils import epath
 
 from scaling import storage
 from scaling.errors import ScalingError
+from scaling.evals import records as evals_records
 from scaling.ladder import tuning
 from scaling.train.record import RESULT, RunRecord
 
@@ -190,6 +194,7 @@ def gather(workdir, *, include_incomplete: bool = False) -> Collected:
     if r["status"] != "complete" and not include_incomplete:
       skipped += 1
       continue
+    r.update(evals_records.final_columns(folder, result.steps_done))
     rows.append(r)
   rows.sort(key=lambda r: (r["budget"] or 0.0, r["params"] or 0, r["tokens"] or 0))
   tuning.mark(rows)  # sweep_best, under_tuned per rung of a hyperparameter sweep
@@ -202,15 +207,21 @@ def collect(workdir, *, include_incomplete: bool = False) -> tuple[list[dict], i
   return got.rows, got.skipped
 
 
+def columns(rows: list[dict]) -> tuple[str, ...]:
+  """`COLUMNS`, then the eval columns (`task/metric`) any row has, sorted."""
+  return COLUMNS + tuple(sorted({c for r in rows for c in r if "/" in c}))
+
+
 def to_text(rows: list[dict], fmt: str) -> str:
   """The table as CSV (`csv`) or JSON lines (`jsonl`)."""
+  cols = columns(rows)
   if fmt == "jsonl":
-    return "".join(json.dumps({c: r.get(c) for c in COLUMNS}) + "\n" for r in rows)
+    return "".join(json.dumps({c: r.get(c) for c in cols}) + "\n" for r in rows)
   buf = io.StringIO()
-  w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+  w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
   w.writeheader()
   for r in rows:
-    w.writerow({c: ("" if r.get(c) is None else _fmt(r.get(c))) for c in COLUMNS})
+    w.writerow({c: ("" if r.get(c) is None else _fmt(r.get(c))) for c in cols})
   return buf.getvalue()
 
 

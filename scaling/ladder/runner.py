@@ -86,9 +86,39 @@ def prepare(workdir, name: str, rungs: list[Rung]) -> list[Rung]:
     d = store.run_dir(workdir, r.run_id)
     # Rewritten every time: fields outside the run id (data_dir, mesh, ...) may have changed.
     store.write_json(d / store.SPEC, r.config.to_dict())
-    if store.run_state(workdir, r.run_id)["state"] != "complete":
+    if store.run_state(workdir, r.run_id)["state"] != "complete" or _evals_pending(d, r.config):
       todo.append(r)
   return todo
+
+
+def _evals_pending(d, cfg) -> bool:
+  """Whether a complete run still lacks evals its ladder asks for (`ladder.eval`)."""
+  ev = (cfg.get("ladder") or {}).get("eval") or {}
+  if not ev.get("tasks"):
+    return False
+  from scaling.evals.run import pending
+
+  try:
+    return pending(d, cfg, ev["tasks"], ev["checkpoints"])
+  except ScalingError:
+    return True  # e.g. a checkpoint gone: `work` says what is wrong
+
+
+def _evaluate(d, cfg, run_id: str) -> None:
+  """Scores a complete run's checkpoints as its ladder asks (`ladder.eval`), under its lock;
+  an evaluation that fails is logged, the run stays complete and the next `ladder run` retries."""
+  ev = (cfg.get("ladder") or {}).get("eval") or {}
+  done = record.read_result(d)
+  if not ev.get("tasks") or done is None or done.status != "complete":
+    return
+  from scaling.evals.run import evaluate
+
+  try:
+    out = evaluate(d, checkpoints=ev["checkpoints"], tasks_arg=ev["tasks"],
+                   examples=int(ev["examples"]))
+    log.info("run %s: %d eval lines added", run_id, len(out.added))
+  except ScalingError as e:
+    log.error("run %s: evaluation failed: %s", run_id, e)
 
 
 def work(workdir, run_id: str) -> dict:
@@ -109,6 +139,7 @@ def work(workdir, run_id: str) -> dict:
   cfg = ml_collections.ConfigDict(spec)
   if jax.process_count() > 1:
     train(cfg, os.fspath(d))
+    _evaluate(d, cfg, run_id)
     return store.run_state(workdir, run_id)
   with store.locked(d) as got:
     if not got:
@@ -128,6 +159,8 @@ def work(workdir, run_id: str) -> dict:
       train(cfg, os.fspath(d))
     except ScalingError as e:
       log.error("run %s failed: %s", run_id, e)
+    else:
+      _evaluate(d, cfg, run_id)
   return store.run_state(workdir, run_id)
 
 

@@ -238,10 +238,28 @@ def _rung(lcfg, sweep: str, label: str, model: dict, *, tokens_per_param: float 
       name=str(ladder.name), sweep=sweep, label=label, budget=budget, experts=experts,
       granularity=granularity, tokens_per_param=tokens_per_param, holdout=held,
       **tuning.labels(cfg, base, variant, tokens)))
+  _eval_labels(cfg, ladder)
   rid = run_id(cfg)  # ladder labels (holdout included) are not part of the id
   cfg.run_id = rid
   peak = hardware.peak_flops(ladder.hardware) * max(1, ladder.devices) * ladder.mfu
   return Rung(rid, sweep, label, cfg, counts, budget, experts, counts["flops"] / peak, held)
+
+
+def _eval_labels(cfg: ml_collections.ConfigDict, ladder) -> None:
+  """`ladder.eval` into the rung's labels (`cfg.ladder.eval`, read by `runner.work`); with
+  every checkpoint evaluated, the rung keeps them all (neither is part of the run id)."""
+  ev = ladder.get("eval") or {}
+  if not ev.get("tasks"):
+    return
+  if ev.get("checkpoints", "all") not in ("last", "all"):
+    raise ScalingError(f"ladder.eval.checkpoints={ev.get('checkpoints')!r}; choose 'last' or "
+                       "'all'")
+  cfg.ladder.eval = ml_collections.ConfigDict(dict(
+      tasks=str(ev.tasks), checkpoints=str(ev.get("checkpoints", "all")),
+      examples=int(ev.get("examples", 256))))
+  if cfg.ladder.eval.checkpoints == "all":
+    t = cfg.train
+    t.keep_checkpoints = max(int(t.keep_checkpoints), math.ceil(t.steps / t.checkpoint_every) + 1)
 
 
 def _variants(lcfg, sweep: str, label: str, model: dict, **kw) -> list[Rung]:
@@ -458,6 +476,10 @@ def default_ladder() -> ml_collections.ConfigDict:
   lad.tpu_vm = ml_collections.ConfigDict(dict(
       name="", zone="", project="", accelerator_type="", runtime_version="",
       queued_resource=False, spot=False, repo_dir="~/scaling", python="python3", setup=""))
+  # Evaluations of every rung (`scaling eval` after training, by the worker of every backend):
+  # tasks "" = none, else `scaling eval --tasks` (e.g. "default"); checkpoints "last" | "all"
+  # (every rung then keeps its `rules.checkpoints` checkpoints); examples per synthetic task.
+  lad.eval = ml_collections.ConfigDict(dict(tasks="", checkpoints="all", examples=256))
   return lad
 
 

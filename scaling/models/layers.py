@@ -17,6 +17,7 @@ import ml_collections
 from flax import nnx
 
 from scaling.config import head_dim
+from scaling.models import parametrization as mup
 from scaling.parallel.sharding import constrain
 
 
@@ -88,13 +89,15 @@ class Attention(nnx.Module):
     self.m, self.rules = m, rules
     d, n, k, h = m.d_model, m.num_heads, m.num_kv_heads, head_dim(m)
     dt, pdt = dtype_of(m.dtype), dtype_of(m.param_dtype)
-    std = m.init_std
+    std = mup.hidden_std(m, m.init_std)  # every matrix here is a hidden one under μP
 
-    def proj(heads, axis):
+    def proj(heads, axis, init=None):
       return nnx.Einsum("BLD,DNH->BLNH", (d, heads, h), dtype=dt, param_dtype=pdt,
-                        kernel_init=normal(std, ("embed", axis, "kv")), rngs=rngs)
+                        kernel_init=init or normal(std, ("embed", axis, "kv")), rngs=rngs)
 
-    self.query = proj(n, "heads")
+    # μP zero-initialises the query (`scaling.models.parametrization`).
+    zeros = nnx.with_partitioning(jax.nn.initializers.zeros, ("embed", "heads", "kv"))
+    self.query = proj(n, "heads", zeros if mup.is_mup(m) else None)
     self.key, self.value = proj(k, "kv_heads"), proj(k, "kv_heads")
     # Scaled init on the residual-branch output (GPT-2, Radford et al. 2019, Sec. 2.3).
     self.out = nnx.Einsum("BLNH,NHD->BLD", (n, h, d), dtype=dt, param_dtype=pdt,
@@ -122,8 +125,10 @@ class Attention(nnx.Module):
     impl = None if m.attention_impl == "auto" else m.attention_impl
     if bias is not None:
       impl = "xla"
+    # None under SP: the default 1/sqrt(head_dim); 1/head_dim under μP.
     o_BxLxNxH = jax.nn.dot_product_attention(
-        q_BxLxNxH, k_BxLxKxH, v_BxLxKxH, bias=bias, is_causal=True, implementation=impl)
+        q_BxLxNxH, k_BxLxKxH, v_BxLxKxH, bias=bias, scale=mup.attention_scale(m),
+        is_causal=True, implementation=impl)
     return self.out(o_BxLxNxH)
 
   def _relative_bias(self, q_BxLxNxH: jax.Array) -> jax.Array:
@@ -135,7 +140,9 @@ class Attention(nnx.Module):
     # Distance i - j for key j <= query i; future keys are masked by is_causal anyway.
     dist_LxS = jnp.clip(jnp.arange(length)[:, None] - jnp.arange(length)[None, :], 0)
     bias = jnp.take_along_axis(by_dist_BxNxLxS, dist_LxS[None, None], axis=-1)
-    return (bias / math.sqrt(h)).astype(q_BxLxNxH.dtype)
+    # Scaled as the q.k term: 1/sqrt(h) under SP, 1/h under μP.
+    bias = bias / h if mup.is_mup(self.m) else bias / math.sqrt(h)
+    return bias.astype(q_BxLxNxH.dtype)
 
 
 def ffn_hidden(x: jax.Array, up: Callable[[jax.Array], jax.Array],
@@ -163,11 +170,11 @@ class Mlp(nnx.Module):
       return nnx.Linear(i, o, use_bias=False, dtype=dt, param_dtype=pdt,
                         kernel_init=normal(std, names), rngs=rngs)
 
-    self.up = linear(m.d_model, m.d_ff, ("embed", "mlp"), m.init_std)
+    std = mup.hidden_std(m, m.init_std)  # hidden matrices under μP
+    self.up = linear(m.d_model, m.d_ff, ("embed", "mlp"), std)
     if m.mlp == "swiglu":
-      self.gate = linear(m.d_model, m.d_ff, ("embed", "mlp"), m.init_std)
-    self.down = linear(m.d_ff, m.d_model, ("mlp", "embed"),
-                       m.init_std / math.sqrt(2 * m.num_layers))
+      self.gate = linear(m.d_model, m.d_ff, ("embed", "mlp"), std)
+    self.down = linear(m.d_ff, m.d_model, ("mlp", "embed"), std / math.sqrt(2 * m.num_layers))
 
   def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
     gate = self.gate if self.m.mlp == "swiglu" else None

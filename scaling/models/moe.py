@@ -45,6 +45,7 @@ from scaling.kernels import permute as permute_lib
 from scaling.kernels import router as router_lib
 from scaling.kernels.backend import KernelBackend
 from scaling.kernels.permute import slot_positions
+from scaling.models import parametrization as mup
 from scaling.models.layers import Mlp, dtype_of, ffn_hidden, no_eager_sharding, normal
 from scaling.parallel import sharding
 
@@ -283,13 +284,15 @@ class MoeMlp(nnx.Module):
     moe = m.moe
     d, e, f = m.d_model, moe.num_experts, expert_d_ff(m)
     pdt = dtype_of(m.param_dtype)
-    std_out = m.init_std / math.sqrt(2 * m.num_layers)
+    std = mup.hidden_std(m, m.init_std)  # the experts are hidden matrices under μP
+    std_out = std / math.sqrt(2 * m.num_layers)
     init = lambda std, names, shape: nnx.Param(normal(std, names)(rngs.params(), shape, pdt))
-    # Router in float32 whatever the compute dtype (Fedus et al. 2022, Sec. 2.4).
+    # Router in float32 whatever the compute dtype (Fedus et al. 2022, Sec. 2.4). Under μP it is
+    # a readout (fan-in the width, fan-out the expert count): its logits carry the 1/r.
     self.router = init(m.init_std, ("embed", None), (d, e))
-    self.w_up = init(m.init_std, IN_AXES, (e, d, f))
+    self.w_up = init(std, IN_AXES, (e, d, f))
     if m.mlp == "swiglu":
-      self.w_gate = init(m.init_std, IN_AXES, (e, d, f))
+      self.w_gate = init(std, IN_AXES, (e, d, f))
     self.w_down = init(std_out, OUT_AXES, (e, f, d))
     if moe.num_shared_experts:
       # n shared experts of width F are one dense MLP of width n F (DeepSeekMoE, Dai et al. 2024).
@@ -329,6 +332,8 @@ class MoeMlp(nnx.Module):
       router_in = router_in * jax.random.uniform(rng, router_in.shape, jnp.float32,
                                                  1.0 - eps, 1.0 + eps)
     logits_BxLxE = router_in @ self.router[...].astype(jnp.float32)
+    if (mult := mup.output_multiplier(m)) is not None:
+      logits_BxLxE = logits_BxLxE * mult
     cap = capacity(m, x_BxLxD.shape[1], train)
     a, probs = self.assign(logits_BxLxE, cap)
     dtype = dtype_of(m.dtype)

@@ -38,7 +38,11 @@ IGNORED_FIELDS = (
 )
 # Fields added after run ids were first handed out, with their defaults: at the default they are
 # left out, so adding a field never renames (or orphans) the runs made before it existed.
-LATER_FIELDS = {"train.decay_shape": "linear"}
+LATER_FIELDS = {"train.decay_shape": "linear", "model.parametrization": "sp",
+                "model.mup_base_width": 256,
+                # the synthetic language's tasks (off by default: scaling.data.synthetic)
+                "data.synthetic.tasks": "", "data.synthetic.addition_fraction": 0.05,
+                "data.synthetic.addition_digits": 5}
 MAX_NAMED = 5  # differing fields named in the refusal; the rest are counted
 _MISSING = object()
 

@@ -34,6 +34,7 @@ from scaling import accounting, hparam_rules, storage
 from scaling.config import validate
 from scaling.errors import ScalingError, require
 from scaling.kernels.backend import KernelBackend
+from scaling.models import parametrization as mup
 from scaling.models.dense import build_model
 from scaling.parallel import sharding
 from scaling.parallel.mesh import make_mesh
@@ -41,7 +42,7 @@ from scaling.train import identity, record
 from scaling.train.checkpoint import Checkpointer, branch_steps, restore_branch
 from scaling.train.events import MetricSinks
 from scaling.train.optimizer import make_optimizer, schedule
-from scaling.train.step import AuxLossFn, make_steps
+from scaling.train.step import AuxLossFn, NoiseScale, make_steps
 from scaling.train.stop import StopFlag
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,9 @@ class Trainer:
   eval_step: Callable  # (params, batch) -> {"nll_sum", "count"}
   batch_sharding: NamedSharding
   replicated: NamedSharding
+  # (state, batch, lr) -> (state, metrics): the jitted step `train_step` calls with the rate of
+  # `state["step"]`; the same program for every run of one shape, whatever its schedule.
+  step_program: Callable | None = None
 
 
 def build_trainer(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
@@ -95,7 +99,7 @@ def build_trainer(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   """
   model = build_model(cfg, mesh, kernels=kernels)
   graphdef, params = nnx.split(model)
-  optimizer = make_optimizer(cfg.train)
+  optimizer = make_optimizer(cfg.train, cfg.model)  # the model's per-group LR multipliers (μP)
   replicated = NamedSharding(mesh, PartitionSpec())
   with jax.set_mesh(mesh):
     # Optimizer state is initialised where its parameters live (sharding propagates).
@@ -109,11 +113,18 @@ def build_trainer(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   # Layers that shard by hand (MoE expert parallelism, Pallas kernels per batch shard) read the
   # mesh at trace time: bind it here, so the steps are right even outside `jax.set_mesh`.
   train_step, eval_step = (_under_mesh(f, mesh) for f in (train_step, eval_step))
-  train_step = jax.jit(train_step, in_shardings=(state_shardings, batch_sharding),
-                       out_shardings=(state_shardings, replicated), donate_argnums=0)
+  step_with_lr = jax.jit(train_step, in_shardings=(state_shardings, batch_sharding, replicated),
+                         out_shardings=(state_shardings, replicated), donate_argnums=0)
+  # The rate is computed on the device by its own small program and passed in, so the step
+  # itself holds no schedule constant (make_steps): rungs of one shape share its compilation.
+  lr_of = jax.jit(schedule(cfg.train), out_shardings=replicated)
+
+  def train_step(state, batch):
+    return step_with_lr(state, batch, lr_of(state["step"]))
+
   eval_step = jax.jit(eval_step, in_shardings=(state_shardings["params"], batch_sharding),
                       out_shardings=replicated)
-  return Trainer(state, train_step, eval_step, batch_sharding, replicated)
+  return Trainer(state, train_step, eval_step, batch_sharding, replicated, step_with_lr)
 
 
 def _under_mesh(fn: Callable, mesh: jax.sharding.Mesh) -> Callable:
@@ -182,6 +193,11 @@ def restore(cfg: ml_collections.ConfigDict, workdir, trainer: Trainer, ckpt: Che
   if restored is None and cfg.get("branch"):
     # A cooldown branch with no checkpoint of its own starts from its trunk's at the fork step.
     restored = restore_branch(cfg, workdir, trainer.state)
+  if restored is None and cfg.model.get("init_from"):
+    # `scaling import`: a fresh start from a Hugging Face checkpoint's weights (scaling.hf).
+    from scaling.hf.weights import initial_state
+
+    restored = 0, initial_state(cfg, trainer.state)
   if is_chief:  # only now that the workdir is known to be this run's
     storage.write_json(workdir / "config.json", cfg.to_dict())
     identity.write(workdir, cfg)
@@ -254,6 +270,7 @@ class Outcome:
   failure: str | None = None  # why a failed run failed (the ScalingError message)
   last_eval: float | None = None
   best_eval: float = math.inf
+  noise: dict = dataclasses.field(default_factory=dict)  # the last eval's NoiseScale summary
 
 
 def run_steps(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, trainer: Trainer,
@@ -267,6 +284,7 @@ def run_steps(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, trainer: 
   flops_per_token = accounting.run_counts(cfg)["flops_per_token"]
   out = Outcome(step=start, last_good=start)
   pending: list[dict] = []
+  noise = NoiseScale()  # steps since the last eval (a resume starts a new window)
   stop = StopFlag()
   with stop.installed(), jax.set_mesh(mesh):
     # Host batches are assembled in a background thread a few steps ahead, so input work
@@ -285,6 +303,7 @@ def run_steps(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, trainer: 
         continue
       # One host sync per log/eval/checkpoint step, never per step.
       host, pending = jax.device_get(pending), []
+      noise.add(host)
       out.failure = _non_finite(host, step, out.last_good, ckpt.directory, t.lr)
       if out.failure is not None:
         out.status = "failed"
@@ -294,6 +313,9 @@ def run_steps(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, trainer: 
         out.last_eval = inputs.evaluate(state["params"])
         out.best_eval = min(out.best_eval, out.last_eval)
         line["eval_loss"] = out.last_eval
+        out.noise = noise.summary()  # gradient noise scale since the last eval (step.py)
+        line.update(out.noise)
+        noise.reset()
       if want_ckpt:
         ckpt.save(step, state, force=is_last or stop.signal is not None)
         out.last_good = step
@@ -362,7 +384,11 @@ def run_record(cfg: ml_collections.ConfigDict, workdir, info, mesh_shape: dict[s
       wall_time_s=_last_elapsed(workdir / record.METRICS), hardware=record.hardware(),
       mesh=mesh_shape, versions=record.versions(), error=out.failure,
       parent_run_id=(cfg.get("branch") or {}).get("parent"),
-      branch_step=(cfg.get("branch") or {}).get("step"))
+      branch_step=(cfg.get("branch") or {}).get("step"),
+      init_from=cfg.model.get("init_from") or None,
+      grad_noise_scale=out.noise.get("grad_noise_scale"),
+      grad_noise_scale_stderr=out.noise.get("grad_noise_scale_stderr"),
+      parametrization=mup.describe(cfg.model))
 
 
 def _first_bad(host: list[dict]) -> float:

@@ -78,9 +78,34 @@ def _decay_mask(params):
   return jax.tree_util.tree_map_with_path(keep, params)
 
 
-def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Global-norm clipping followed by AdamW, Adafactor or Lion with the run's schedule."""
-  lr = schedule(t)
+def group_lr(m: ml_collections.ConfigDict | None) -> optax.GradientTransformation | None:
+  """Per-group learning-rate multipliers of the model's parametrization, applied after the
+  optimizer (so a group's decoupled weight decay, lr x wd, scales with its rate, as in the
+  `mup` package's MuAdam): under μP hidden matrices get 1/r (Yang et al. 2022, Table 3;
+  `scaling.models.parametrization`). None under SP or without a model config: nothing is added
+  to the chain, so SP optimizers and their states are exactly those without μP.
+  """
+  from scaling.models import parametrization
+
+  if m is None or not parametrization.is_mup(m):
+    return None
+  mults = parametrization.lr_multipliers(m)
+  return optax.multi_transform(
+      {g: optax.identity() if v == 1.0 else optax.scale(v) for g, v in mults.items()},
+      parametrization.param_labels)
+
+
+def make_optimizer(t: ml_collections.ConfigDict,
+                   m: ml_collections.ConfigDict | None = None,
+                   lr: optax.Schedule | None = None) -> optax.GradientTransformation:
+  """Global-norm clipping followed by AdamW, Adafactor or Lion with the run's schedule, then
+  the per-group learning-rate multipliers of `m`'s parametrization (`group_lr`; μP only).
+
+  The clipping threshold applies to the raw gradient, before any multiplier. `lr` replaces the
+  schedule (the train step passes the rate it is given: see `scaling.train.step.make_steps`);
+  the optimizer's state is the same either way.
+  """
+  lr = schedule(t) if lr is None else lr
   if t.optimizer == "adamw":
     # Decoupled weight decay (Loshchilov & Hutter 2019).
     opt = optax.adamw(lr, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay,
@@ -94,6 +119,8 @@ def make_optimizer(t: ml_collections.ConfigDict) -> optax.GradientTransformation
                           weight_decay_mask=_decay_mask)
   else:
     raise ScalingError(f"train.optimizer={t.optimizer!r}; choose adamw, adafactor or lion")
+  if (per_group := group_lr(m)) is not None:
+    opt = optax.chain(opt, per_group)
   if t.grad_clip > 0:
     opt = optax.chain(optax.clip_by_global_norm(t.grad_clip), opt)
   return opt

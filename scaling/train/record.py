@@ -71,6 +71,10 @@ class RunRecord:
   error: str | None = None  # why a failed run failed
   parent_run_id: str | None = None  # a wsd cooldown branch's trunk (`branch.parent`)
   branch_step: int | None = None  # the trunk step the branch forked at (`branch.step`)
+  init_from: str | None = None  # the weights the run started from (`model.init_from`, hf:DIR)
+  grad_noise_scale: float | None = None  # B_simple (tokens) over the last eval's window
+  grad_noise_scale_stderr: float | None = None  # its standard error (train/step.NoiseScale)
+  parametrization: dict | None = None  # sp | mup, base width, per-group LR multipliers
   # Keys this version does not define, kept verbatim (written after the known ones).
   extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 

@@ -157,3 +157,22 @@ def test_remat_names_match_the_config():
   from scaling.models.dense import CHECKPOINT_POLICIES
 
   assert set(CHECKPOINT_POLICIES) == set(REMAT_POLICIES) - {"none"}
+
+
+def test_fast_compiled_initialiser_gives_the_optimized_parameters(monkeypatch):
+  """build_model compiles its initialiser without XLA's backend optimizations on the CPU; the
+  parameters must be bitwise those of a fully optimized compile (runs started before and after
+  the change, or on either setting, begin from the same weights)."""
+  from scaling.models import dense
+
+  cfg = _tiny()
+  cfg.mesh.update(data=2, model=4, expert=1)
+  mesh = make_mesh(cfg.mesh)
+  fast = nnx.state(build_model(cfg, mesh))
+  monkeypatch.setattr(dense, "INIT_COMPILE", {"xla_backend_optimization_level": 3,
+                                              "xla_llvm_disable_expensive_passes": False})
+  optimized = nnx.state(build_model(cfg, mesh))
+  pairs = zip(jax.tree.leaves(fast), jax.tree.leaves(optimized), strict=True)
+  for a, b in pairs:
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert a.sharding == b.sharding

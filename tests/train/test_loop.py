@@ -137,3 +137,29 @@ def test_moe_trains_with_expert_parallelism_and_logs_router_stats(tiny_cfg, tmp_
   assert line["load_balance"] == pytest.approx(0.01 * sum(line["moe/load_balance"]), rel=1e-4)
   assert 0.0 <= min(line["moe/dropped_fraction"]) <= max(line["moe/dropped_fraction"]) < 1.0
   assert line["loss"] < _metrics(tmp_path)[0]["loss"]
+
+
+@pytest.mark.slow(seconds=25)
+def test_schedule_is_an_input_of_the_compiled_step(tiny_cfg):
+  """Runs of one shape compile one train step whatever their schedule (peak, length, warm-up,
+  kind): the rate is an argument, so a ladder's rungs and branches share the persistent
+  compilation cache. The rate passed is the schedule's own value at the state's step."""
+  from scaling.parallel.mesh import make_mesh
+  from scaling.train.loop import build_trainer
+  from scaling.train.optimizer import schedule
+
+  def lowered(**train):
+    cfg = tiny_cfg.copy_and_resolve_references()
+    cfg.train.update(train)
+    trainer = build_trainer(cfg, make_mesh(cfg.mesh))
+    batch = {k: jax.ShapeDtypeStruct((8, 64), dt, sharding=trainer.batch_sharding)
+             for k, dt in (("inputs", np.int32), ("targets", np.int32), ("mask", np.float32))}
+    lr = jax.ShapeDtypeStruct((), np.float32, sharding=trainer.replicated)
+    return trainer.step_program.lower(trainer.state, batch, lr).as_text()
+
+  base = lowered()
+  assert lowered(lr=3e-3, steps=40, warmup_steps=5) == base
+  assert lowered(schedule="wsd", decay_fraction=0.5, decay_shape="1-sqrt") == base
+  assert lowered(weight_decay=0.0) != base  # a hyperparameter still baked in is seen as such
+  rate = schedule(tiny_cfg.train)
+  assert float(rate(0)) == 0.0 and float(rate(2)) == pytest.approx(1e-2)
