@@ -229,8 +229,9 @@ def write_outputs(fit: core.Fit, table, out_dir: str) -> list[str]:
   from scaling.fit import plots, provenance, report
 
   if fit.law in TASK_LAWS:
-    from scaling.fit import emergence
-    return emergence.write_outputs(fit, out_dir)
+    from scaling.fit import emergence, two_stage
+    mod = emergence if fit.law == "emergence" else two_stage
+    return emergence.write_outputs(fit, out_dir, mod.plot, mod.markdown)
   os.makedirs(out_dir, exist_ok=True)
   pngs = plots.for_fit(fit, table, os.path.join(out_dir, "plots"))
   path = os.path.join(out_dir, "fit.json")

@@ -34,6 +34,7 @@ from scaling.errors import ScalingError
 
 METRICS = ("nll", "token_accuracy", "exact_match")
 LEVELS = (0.1, 0.9)  # the span is measured between these fractions of the rise
+NOISE_SE = 2.0  # a rise within this many standard errors (first vs last point) is noise
 
 
 def metrics(token_probs) -> dict[str, np.ndarray]:
@@ -128,6 +129,7 @@ class Point:
     holdout: the ladder marked the run held out.
     values: `{"task/metric": value}` at this checkpoint.
     folder: the run folder (None for a table row).
+    counts: `{"task/metric": n}`, what each value averages over (problems, tokens), when known.
   """
 
   run_id: str
@@ -139,6 +141,7 @@ class Point:
   holdout: bool
   values: dict[str, float]
   folder: object = None
+  counts: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def load_points(path: str, *, strict: bool = False) -> list[Point]:
@@ -173,17 +176,20 @@ def _workdir_points(path: str, strict: bool) -> list[Point]:
     if r.status != "complete" or cfg.get("trunk") or not r.tokens:
       continue  # unfinished runs and wsd trunks (mid-run points) are not ladder points
     by_step: dict[int, dict] = {}
+    counts: dict[int, dict] = {}
     tokens: dict[int, float] = {}
     for line in records.read(folder):
-      step = int(line["step"])
-      by_step.setdefault(step, {})[f"{line['task']}/{line['metric']}"] = float(line["value"])
+      step, key = int(line["step"]), f"{line['task']}/{line['metric']}"
+      by_step.setdefault(step, {})[key] = float(line["value"])
+      counts.setdefault(step, {})[key] = int(line["n"] or 0)
       tokens[step] = float(line["tokens"])
     last = int(r.steps_done or r.steps or 0)
     held = bool((cfg.get("ladder") or {}).get("holdout"))
     for step, values in sorted(by_step.items()):
       out.append(Point(r.run_id or folder.name, step, step == last,
                        float(r.params_non_embedding), tokens[step],
-                       float(r.flops) * tokens[step] / float(r.tokens), held, values, folder))
+                       float(r.flops) * tokens[step] / float(r.tokens), held, values, folder,
+                       counts[step]))
   return out
 
 
@@ -214,21 +220,24 @@ def tasks_of(points: list[Point]) -> list[str]:
   return [t for t in seen if all(any(f"{t}/{m}" in p.values for p in points) for m in METRICS)]
 
 
-def span(log_c, y, higher_is_better: bool = True) -> dict:
+def span(log_c, y, higher_is_better: bool = True, noise: float = 0.0) -> dict:
   """The compute span of a metric's rise (module doc), in decades.
 
   Args:
     log_c: log10 C of the points, ascending.
     y: the metric at each point.
     higher_is_better: False for losses (their rise is a fall).
+    noise: the standard error of the rise (first point against last); a rise under
+      `NOISE_SE` of them is no rise (one problem of 256 solved by chance would otherwise get a
+      span).
 
   Returns:
     `{c10, c90, span, rise}` (log10 FLOPs where 10% and 90% of the rise is made, their
-    difference, and the rise itself; NaN where the metric does not improve).
+    difference, and the rise itself; NaN where the metric does not measurably improve).
   """
   x, y = np.asarray(log_c, np.float64), np.asarray(y, np.float64)
   rise = (y[-1] - y[0]) * (1.0 if higher_is_better else -1.0)
-  if len(x) < 2 or not rise > 0:
+  if len(x) < 2 or not rise > NOISE_SE * noise:
     return {"c10": math.nan, "c90": math.nan, "span": math.nan, "rise": float(rise)}
   g = np.maximum.accumulate((y - y[0]) / (y[-1] - y[0]))  # progress, its monotone envelope
   cross = []
@@ -271,7 +280,9 @@ def analyse(points: list[Point], task: str, which: str = "final") -> dict:
                        "(more rungs, or --points=all with `scaling eval --checkpoints=all`)")
   log_c = np.log10([p.flops for p in pts])
   y = {m: np.array([p.values[f"{task}/{m}"] for p in pts]) for m in METRICS}
-  spans = {m: span(log_c, y[m], higher_is_better=m != "nll") for m in METRICS}
+  spans = {m: span(log_c, y[m], higher_is_better=m != "nll", noise=math.hypot(
+      _standard_error(pts[0], f"{task}/{m}"), _standard_error(pts[-1], f"{task}/{m}")))
+      for m in METRICS}
   k = answer_tokens(points, task)
   pk = y["token_accuracy"] ** k
   ratio = spans["nll"]["span"] / spans["exact_match"]["span"]
@@ -288,6 +299,16 @@ def analyse(points: list[Point], task: str, which: str = "final") -> dict:
                      "mean_measured_over_predicted": float(
                          np.mean(y["exact_match"]) / max(np.mean(pk), 1e-300))},
   }
+
+
+def _standard_error(p: Point, key: str) -> float:
+  """Binomial standard error of a fraction (accuracy, exact match) over its n; 0 for a loss or
+  an unknown n. With the value at 0 or 1 it is taken at one success in n, not 0."""
+  n = p.counts.get(key, 0)
+  if key.endswith("/nll") or n <= 0:
+    return 0.0
+  v = min(max(p.values[key], 1.0 / n), 1.0 - 1.0 / n)
+  return math.sqrt(v * (1.0 - v) / n)
 
 
 def _ratio(a: dict, b: dict) -> float | None:
@@ -344,12 +365,13 @@ def run_fit(args):
 def _checks(reports: dict) -> list[dict]:
   out = []
   for t, rep in reports.items():
-    bad = [m for m in METRICS if not rep["span"][m]["rise"] > 0]
+    bad = [m for m in METRICS if not np.isfinite(rep["span"][m]["span"])]
     out.append({"name": f"rises:{t}", "ok": not bad,
                 "detail": (f"every metric of {t} improves from the smallest to the largest "
                            "compute" if not bad else
-                           f"{', '.join(bad)} of {t} do not improve across the ladder, so "
-                           "their span is undefined; train larger rungs or longer")})
+                           f"{t}: no rise of {', '.join(bad)} across the ladder beyond "
+                           f"{NOISE_SE:g} standard errors, so no span; train larger rungs or "
+                           "longer, or score more problems (--examples)")})
   return out
 
 
@@ -453,17 +475,17 @@ def plot(fit, stem: str) -> list[str]:
   return _save(fig, stem)
 
 
-def write_outputs(fit, out_dir: str) -> list[str]:
-  """fit.json, report.md and the figure of an emergence or two-stage fit in `out_dir`."""
+def write_outputs(fit, out_dir: str, plot_fn=None, markdown_fn=None) -> list[str]:
+  """fit.json, report.md and the figure of a task fit in `out_dir`; `plot_fn` and
+  `markdown_fn` (default this module's) draw and write a fit of another task law
+  (`scaling.fit.two_stage`)."""
   from scaling import storage
-  from scaling.fit import provenance, two_stage
+  from scaling.fit import provenance
 
   os.makedirs(out_dir, exist_ok=True)
-  stem = os.path.join(out_dir, "plots", fit.law)
-  mod_plot, mod_md = (plot, markdown) if fit.law == "emergence" else (two_stage.plot,
-                                                                     two_stage.markdown)
-  pngs = mod_plot(fit, stem)
+  pngs = (plot_fn or plot)(fit, os.path.join(out_dir, "plots", fit.law))
   path = os.path.join(out_dir, "fit.json")
   provenance.write_fit_json(path, fit.to_json(include_samples=True))
-  storage.write_text(os.path.join(out_dir, "report.md"), mod_md(fit, pngs, out_dir))
+  storage.write_text(os.path.join(out_dir, "report.md"),
+                     (markdown_fn or markdown)(fit, pngs, out_dir))
   return [path, os.path.join(out_dir, "report.md")] + pngs

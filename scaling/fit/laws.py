@@ -265,13 +265,17 @@ LAWS: dict[str, LawSpec] = {
     "critical_batch": LawSpec(
         "critical_batch", ("log_B_star", "inv_alpha_B"), ("logX",), _critical_batch_log,
         _critical_batch_natural,
-        # Kaplan et al. 2020: B* ~ 2e8 tokens (log 19), 1/alpha_B ~ 4.8.
-        _grid([0.0, 5.0, 10.0, 15.0, 20.0, 25.0], [0.5, 2.0, 5.0, 10.0]),
+        # Kaplan et al. 2020: B* ~ 2e8 tokens (log 19), 1/alpha_B ~ 4.8. The objective is convex
+        # in theta (a line in log space); the grid brackets the optimum for `grid_edge`.
+        _grid([0.0, 10.0, 20.0, 30.0, 40.0], [0.5, 2.0, 5.0, 10.0, 20.0]),
         "B_crit(L) = B* / L^(1/alpha_B) (critical batch from the noise scale, tokens)",
         "Kaplan et al. 2020, Sec. 5.1, Eq. 5.3; McCandlish et al. 2018 (B_noise)"),
     "critical_batch_d": LawSpec(
         "critical_batch_d", ("log_B_at_1e10", "e_D"), ("logX",), _critical_batch_d_log,
-        _critical_batch_d_natural, _grid([0.0, 5.0, 10.0, 15.0, 20.0], [-0.5, 0.0, 0.5, 1.0]),
+        _critical_batch_d_natural,
+        # Small runs sit far below 1e10 tokens, where a steep early-training law extrapolates
+        # to a large log B: the grid spans it.
+        _grid([0.0, 10.0, 20.0, 30.0, 40.0], [-0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5]),
         "B_crit(D) = k_D D^e_D (critical batch from the noise scale, tokens)",
         "Zhang et al. 2024, arXiv:2410.21676 (critical batch grows with D); McCandlish et al. "
         "2018 (B_noise)"),

@@ -57,7 +57,8 @@ def fit_sigmoid(loss, score, weights=None, starts=None) -> np.ndarray:
     amp = float(np.clip(y.max() - y.min(), 0.05, 1.0))
     starts = [(amp, k / r, lo + f * r, float(max(y.min(), 0.0)))
               for f in (0.25, 0.5, 0.75) for k in (-4.0, -12.0)]
-  bounds = ([0.0, -1e4 / r, lo - 3 * r, -0.5], [1.5, 1e4 / r, hi + 3 * r, 1.0])
+  # Scores are fractions: a (the rise) and b (the floor, chance) lie in [0, 1].
+  bounds = ([0.0, -1e4 / r, lo - 3 * r, 0.0], [1.0, 1e4 / r, hi + 3 * r, 1.0])
   best, cost = None, math.inf
   for s in starts:
     s = np.clip(np.asarray(s, np.float64), np.array(bounds[0]) + 1e-9,
@@ -70,6 +71,11 @@ def fit_sigmoid(loss, score, weights=None, starts=None) -> np.ndarray:
 
 def _stage1_predict(law: str, natural: dict, n, d, x: str | None):
   """Stage 1's task loss at (N, D), numpy, for every replicate row of `natural`."""
+  with np.errstate(over="ignore"):  # a replicate at a huge exponent: inf, dropped later
+    return _stage1_law(law, natural, n, d, x)
+
+
+def _stage1_law(law: str, natural: dict, n, d, x: str | None):
   if law == "chinchilla":
     return (natural["E"][..., None] + natural["A"][..., None] / np.power(n, natural["alpha"][
         ..., None]) + natural["B"][..., None] / np.power(d, natural["beta"][..., None]))
@@ -96,7 +102,8 @@ def noise_floor(points: list[Point], key: str, k: int) -> dict:
     if len(vals) >= 2:
       per[rid] = float(np.std(vals, ddof=1))
   return {"checkpoints": int(k), "per_run": per,
-          "mean_std": float(np.mean(list(per.values()))) if per else None}
+          "mean_std": float(np.mean(list(per.values()))) if per else None,
+          "mean_variance": float(np.mean(np.square(list(per.values())))) if per else None}
 
 
 def _split(final: list[Point], holdout_above: float | None):

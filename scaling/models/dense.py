@@ -7,6 +7,9 @@ directly in their sharded layout.
 
 Parameters carry logical axis names and `scaling.parallel.sharding` places them from the rules
 table; every model module is built with Flax's eager sharding off (`layers.no_eager_sharding`).
+`model.parametrization` ("sp" | "mup") sets the init, attention and readout multipliers
+(`scaling.models.parametrization`); `Transformer.coordinates` measures the activations a
+coordinate check compares across widths.
 """
 
 from __future__ import annotations
@@ -191,7 +194,7 @@ class Transformer(nnx.Module):
     return logits_BxLxV
 
   def coordinates(self, tokens_BxL: jax.Array) -> tuple[dict[str, jax.Array], jax.Array]:
-    """The quantities of a coordinate check (Yang et al. 2022, App. D.1): mean |activation|
+    """The quantities of a coordinate check (Yang et al. 2022, μP): mean |activation|
     (float32 scalars) of the embedding output (`embed`), each block's attention and feed-forward
     branch outputs (`block{i}/attn`, `block{i}/mlp`, i counting layers) and the logits
     (`logits`), in eval mode; also the logits [B, L, V].

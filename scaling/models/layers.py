@@ -82,6 +82,10 @@ class Attention(nnx.Module):
   `position="relative"` adds the Transformer-XL relative-position term (Dai et al. 2019, Eq. 3,
   term (b)): logits_ij += q_i . (W_r r_{i-j}), with r sinusoidal and W_r [D, N, H] learned per
   layer, passed to `jax.nn.dot_product_attention` as a bias.
+
+  Under μP (`model.parametrization="mup"`, `scaling.models.parametrization`) the logits are
+  scaled by 1/H instead of 1/sqrt(H), the query starts at zero, and every matrix here is a
+  hidden one (init std x r^-1/2).
   """
 
   @no_eager_sharding

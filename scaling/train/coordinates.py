@@ -1,8 +1,8 @@
-"""The coordinate check (Yang et al. 2022, "Tensor Programs V", arXiv:2203.03466, App. D.1 and
-Fig. 5): train the same model at several widths for a few steps and watch the size of each
-activation. Under μP every activation's typical coordinate stays the same size as the width
-grows; under SP with a width-independent learning rate the logits (and the hidden branches)
-grow with width, the instability μP removes.
+"""The coordinate check (Yang et al. 2022, "Tensor Programs V", arXiv:2203.03466; the `mup`
+package's `get_coord_data`): train the same model at several widths for a few steps and watch
+the size of each activation. Under μP every activation's typical coordinate stays the same size
+as the width grows; under SP with a width-independent learning rate the logits (and the hidden
+branches) grow with width, the instability μP removes.
 
 `coord_check` trains each width with the run's own train step and optimizer
 (`scaling.train.step.make_steps`, `scaling.train.optimizer.make_optimizer`: the per-group
@@ -64,13 +64,19 @@ def _train_and_measure(cfg: ml_collections.ConfigDict, batches: Callable[[int], 
   for seed in range(seeds):
     graphdef, params = nnx.split(build_model(cfg, seed=cfg.train.seed + seed))
     if seed == 0:
-      train_step = jax.jit(make_steps(graphdef, cfg, optimizer)[0])
-      measure = jax.jit(lambda p, tokens, g=graphdef: nnx.merge(g, p).coordinates(tokens)[0])
+      train_step = make_steps(graphdef, cfg, optimizer)[0]
+
+      # One program per width: the step, then the coordinates of the updated parameters (a
+      # forward pass on the probe, cheap beside the step; one compile instead of two).
+      @jax.jit
+      def step_and_measure(state, batch, tokens, g=graphdef, train_step=train_step):
+        state, _ = train_step(state, batch)
+        return state, nnx.merge(g, state["params"]).coordinates(tokens)[0]
+
     state = {"step": np.int32(0), "params": params, "opt_state": optimizer.init(params)}
     for step in range(1, max(record_at) + 1):
-      state, _ = train_step(state, batches(step - 1))
+      state, got = step_and_measure(state, batches(step - 1), probe["inputs"])
       if step in record_at:
-        got = measure(state["params"], probe["inputs"])
         acc = sums.setdefault(step, {})
         for k, v in got.items():
           acc[k] = acc.get(k, 0.0) + float(v) / seeds

@@ -19,7 +19,6 @@ from scaling.train import loop
 from scaling.train.checkpoint import saved_steps
 from tests.helpers import load_config, run_cli_captured
 
-pytestmark = pytest.mark.slow(seconds=40)
 SMOKE = "configs/ladders/cpu_emergence.py:smoke"
 METRICS = {"validation": ("nll", "excess"), "recall": ("nll", "token_accuracy", "exact_match"),
            "addition1": ("nll", "token_accuracy", "exact_match"),
@@ -50,6 +49,7 @@ def ladder(tmp_path_factory):
   return w, rungs
 
 
+@pytest.mark.slow(seconds=40)  # its setup trains and scores the ladder (shared by the file)
 def test_every_checkpoint_of_every_rung_is_scored(ladder, capfd):
   w, rungs = ladder
   for r in rungs:

@@ -9,11 +9,8 @@ import numpy as np
 import pytest
 
 from scaling.errors import ScalingError
-from scaling.fit import critical_batch
-from scaling.fit import published
+from scaling.fit import critical_batch, published
 from tests.helpers import run_cli, run_cli_captured
-
-
 
 TRUE = {"B_star": 3e5, "alpha_B": 0.3}  # B_crit(L) = B* / L^(1/alpha_B), tokens
 TRUE_D = {"k_D": 2e3, "e_D": 0.4}  # B_crit(D) = k_D D^e_D
@@ -46,6 +43,7 @@ def write_ladder(root, *, noise=0.1, seed=0, by="loss", runs=6, evals=8):
   return str(root)
 
 
+@pytest.mark.slow(seconds=8)
 def test_loss_law_is_recovered_with_intervals_through_the_cli(tmp_path, capfd):
   ladder = write_ladder(tmp_path / "ladder")
   out = tmp_path / "fit"

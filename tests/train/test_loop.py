@@ -8,6 +8,7 @@ import pytest
 
 from scaling.errors import ScalingError
 from scaling.train.loop import train
+from tests.train.test_noise_scale import assert_noise_logged
 
 
 def _metrics(workdir):
@@ -66,10 +67,13 @@ def test_microbatches_match_full_batch(tiny_cfg, tmp_path):
   train(tiny_cfg, tmp_path / "m1")
   tiny_cfg.train.microbatches = 2
   tiny_cfg.mesh.data = 4  # 8 sequences / 2 microbatches over 4 data shards
-  train(tiny_cfg, tmp_path / "m2", devices=jax.devices()[:4])
+  record = train(tiny_cfg, tmp_path / "m2", devices=jax.devices()[:4])
   a = [x["loss"] for x in _metrics(tmp_path / "m1")]
   b = [x["loss"] for x in _metrics(tmp_path / "m2")]
   np.testing.assert_allclose(a, b, rtol=2e-4)
+  # Two micro-batches give the gradient noise scale (issue 16); one does not.
+  assert_noise_logged(tmp_path / "m2", record, window=tiny_cfg.train.eval_every)
+  assert all("grad_noise_scale" not in x for x in _metrics(tmp_path / "m1"))
 
 
 def test_corrupt_latest_checkpoint_falls_back(tiny_cfg, tmp_path, caplog):
