@@ -30,6 +30,15 @@ test suite (load average 6-10); ~613 CPU-seconds of training in all.
 
 `get_config("smoke")` is the same family on a 32-context language at 3e9 / 1e10 FLOPs with a
 held-out rung at 3e10 (tests/ladder/test_demo_law.py).
+
+`get_config("lr_sweep")` trains every rung of the 1e10 and 3e10 profiles at 0.5, 1, 2 and 4
+times DeepSeek's rate (36 runs, 11 CPU-minutes; `scaling results collect` marks `sweep_best` and
+`under_tuned`, `scaling fit --law=lr` fits lr*(N, D)). Measured: the best rate was x2 for 5 of
+the 9 rungs, x4 (the sweep's edge, flagged under-tuned) for 1e10 d1 and d2, x1 for 3e10 d1 and
+d2; tuning lowered a rung's loss by 0.004 to 0.08 nats (1e10 d1: 1.588 -> 1.507). The LR law
+fitted from those 9 winners is c N^a D^b with a = -0.50 [-1.08, 0.04], b = -0.64 [-1.22, 0.02],
+R^2 0.54, and 4 of its 8 checks fail (two budgets 0.48 decades apart; two under-tuned rungs): too
+loose to replace DeepSeek's rule in the demo, which keeps it.
 """
 
 import ml_collections

@@ -38,6 +38,15 @@ CHECKPOINT_POLICIES = {
 }
 
 
+# Units (layers; MoE groups) per iteration of the scanned layer loop. On the CPU a while loop
+# costs the step ~23% at nanodo's 4-layer shape (issue 20: 1,746 vs 2,325 tokens/s unrolled,
+# one process, experiments/bench_train.py --compare=unrolled; the share of fusion lost at the
+# loop boundary vs residual slicing in the backward pass was not isolated). Four units per body
+# removes the loop for stacks of <= 4 and cuts its trips 4x for deeper ones, while the body,
+# and so compile time, stays the same size at any depth.
+SCAN_UNROLL = 4
+
+
 class Block(nnx.Module):
   """Pre-norm residual block: x + attn(norm(x)), then x + ffn(norm(x)).
 
@@ -150,9 +159,11 @@ class Transformer(nnx.Module):
     if m.remat != "none":
       layer = jax.checkpoint(layer, policy=CHECKPOINT_POLICIES[m.remat], prevent_cse=False)
     # Unrolling (scan_layers=False) trades compile time for visibility: XLA's cost analysis counts
-    # a loop body once, so FLOP checks and some profilers need the layers unrolled.
+    # a loop body once, so FLOP checks and some profilers need the layers unrolled. Scanned, the
+    # loop body holds SCAN_UNROLL units: compile time still does not grow with depth, and a stack
+    # of at most that many runs as straight-line code.
     x_BxLxD, aux = jax.lax.scan(layer, x_BxLxD, (layer_state, keys),
-                              unroll=1 if m.scan_layers else m.num_layers)
+                              unroll=min(units, SCAN_UNROLL) if m.scan_layers else units)
 
     logits_BxLxV = self._logits(x_BxLxD)
     if not return_aux:

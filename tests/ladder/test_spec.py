@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from scaling import cli
@@ -112,6 +113,14 @@ def test_demo_ladder_expands_to_isoflop_curves_without_training():
   assert sum(r.counts["flops"] for r in rungs) < 1.3e12  # ~1.2e12: minutes on 2 cores
   smoke = expand(load_config("configs/ladders/cpu_demo.py:smoke"))
   assert len(smoke) == 7 and sum(r.holdout for r in smoke) == 1
+  # The LR sweep behind a fitted rule: every rung of the two smaller budgets at 4 rates.
+  sweep = expand(load_config("configs/ladders/cpu_demo.py:lr_sweep"))
+  assert len(sweep) == 36
+  by_shape = {}
+  for r in sweep:
+    by_shape.setdefault((r.budget, r.config.model.num_layers), []).append(r.config.train.lr)
+  assert len(by_shape) == 9 and all(
+      np.allclose(np.sort(v) / min(v), [1, 2, 4, 8]) for v in by_shape.values())
 
 
 def test_gpu_ladders_hold_their_budgets_and_active_params():
