@@ -138,6 +138,8 @@ def _nanodo(path: str, cfg: ml_collections.ConfigDict, host: list) -> Contender:
 def _rounds(contenders: list[Contender], rounds: int, steps: int, tokens: int) -> dict:
   """Median tokens/s per contender, and the median per-round ratio to the first."""
   rates: dict[str, list[float]] = {c.name: [] for c in contenders}
+  for c in contenders:  # one untimed round: the first runs after compiling are slow on the CPU
+    c.run(steps)
   for r in range(rounds):
     for c in contenders if r % 2 == 0 else contenders[::-1]:
       rates[c.name].append(steps * tokens / c.run(steps))

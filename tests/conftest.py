@@ -28,6 +28,12 @@ import pytest  # noqa: E402
 def pytest_configure(config):
   config.addinivalue_line("markers", "xla_optimized: runs heavy programs, so XLA compiles them "
                           "with its optimizations (see tests/conftest.py)")
+  import jax
+
+  # JAX starts its backend on first use, reading XLA_FLAGS then: start it now, so that a test
+  # which drops XLA_FLAGS for the worker processes it launches (test_demo_law) cannot leave this
+  # process, and every later test in it, with one device instead of 8 (seen in CI order).
+  jax.devices()
 
 
 @pytest.hookimpl(tryfirst=True)

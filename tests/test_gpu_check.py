@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -20,6 +22,7 @@ def _load():
   return module
 
 
+@pytest.mark.slow(seconds=18)
 def test_tiny_run_reports_every_figure(monkeypatch):
   monkeypatch.chdir(ROOT)  # the dense cases name configs/dense.py relative to the checkout
   out = _load().main(["--tiny"])

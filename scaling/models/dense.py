@@ -38,12 +38,13 @@ CHECKPOINT_POLICIES = {
 }
 
 
-# Units (layers; MoE groups) per iteration of the scanned layer loop. On the CPU a while loop
-# costs the step ~23% at nanodo's 4-layer shape (issue 20: 1,746 vs 2,325 tokens/s unrolled,
-# one process, experiments/bench_train.py --compare=unrolled; the share of fusion lost at the
-# loop boundary vs residual slicing in the backward pass was not isolated). Four units per body
-# removes the loop for stacks of <= 4 and cuts its trips 4x for deeper ones, while the body,
-# and so compile time, stays the same size at any depth.
+# Scanned stacks of at most this many units (layers; MoE groups) run as straight-line code;
+# deeper ones loop one unit per iteration. On the CPU the loop cost the step ~23% at nanodo's
+# 4-layer shape (issue 20: 1,746 vs 2,325 tokens/s unrolled, one process,
+# experiments/bench_train.py --compare=unrolled; fusion lost at the loop boundary vs residual
+# slicing in the backward pass was not isolated). Unrolling every stack by 4 would help deep
+# ones too, but a 4-layer body makes 48 layers compile 1.85x slower than 4 (measured; 1.09x
+# with one layer a body), past the 1.5x budget, so deep stacks keep the one-layer body.
 SCAN_UNROLL = 4
 
 
@@ -160,10 +161,10 @@ class Transformer(nnx.Module):
       layer = jax.checkpoint(layer, policy=CHECKPOINT_POLICIES[m.remat], prevent_cse=False)
     # Unrolling (scan_layers=False) trades compile time for visibility: XLA's cost analysis counts
     # a loop body once, so FLOP checks and some profilers need the layers unrolled. Scanned, the
-    # loop body holds SCAN_UNROLL units: compile time still does not grow with depth, and a stack
-    # of at most that many runs as straight-line code.
-    x_BxLxD, aux = jax.lax.scan(layer, x_BxLxD, (layer_state, keys),
-                              unroll=min(units, SCAN_UNROLL) if m.scan_layers else units)
+    # loop body holds one unit (compile time does not grow with depth), except in a stack of at
+    # most SCAN_UNROLL units, which runs as straight-line code.
+    unroll = units if not m.scan_layers or units <= SCAN_UNROLL else 1
+    x_BxLxD, aux = jax.lax.scan(layer, x_BxLxD, (layer_state, keys), unroll=unroll)
 
     logits_BxLxV = self._logits(x_BxLxD)
     if not return_aux:

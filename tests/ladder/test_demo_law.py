@@ -23,10 +23,10 @@ from scaling.fit import chinchilla, validation
 from scaling.fit import table as table_lib
 from tests.helpers import load_config
 
-# Its runs are long enough (up to 1,774 steps) that XLA's optimizations pay for themselves
-# (tests/conftest.py). The workers inherit the suite's compilation cache: the second language's
-# runs reuse the first's programs.
-pytestmark = [pytest.mark.slow(seconds=150), pytest.mark.xla_optimized]
+# Outside `make test` (its 15-minute budget on 2 cores: ~170 CPU-seconds); `make test-demo` runs
+# it. Its runs are long enough (up to 1,774 steps) that XLA's optimizations pay for themselves
+# (tests/conftest.py).
+pytestmark = [pytest.mark.slow(seconds=150), pytest.mark.demo, pytest.mark.xla_optimized]
 SMOKE = "configs/ladders/cpu_demo.py:smoke"
 
 
