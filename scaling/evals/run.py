@@ -199,18 +199,21 @@ class Scorer:
     # Bytes are counted on the global batch, which each process can read whole.
     whole = local if jax.process_count() == 1 else make_batches(self.cfg.data, **kw)
     table = None if self.lang is not None else self._byte_table()
-    nats, count, nbytes = 0.0, 0.0, 0
+    sums, nbytes = [], 0
     with jax.set_mesh(self.mesh):
       for i in range(t.eval_batches):
         batch = {k: jax.make_array_from_process_local_data(
             self.trainer.batch_sharding, np.asarray(v), (t.global_batch, t.seq_len))
             for k, v in local[i].items()}
-        sums = self.trainer.eval_step(params, batch)
-        nats += float(sums["nll_sum"])
-        count += float(sums["count"])
+        sums.append(self.trainer.eval_step(params, batch))  # dispatched; read once below
         if table is not None:
           b = whole[i]
           nbytes += table.count(b["inputs"], b["targets"], b["mask"])
+    # Summed in batch order as `train.loop.Inputs.evaluate` does, so the final checkpoint's
+    # value equals the run's final_eval_loss bit for bit.
+    sums = jax.device_get(sums)
+    nats = sum(float(s["nll_sum"]) for s in sums)
+    count = sum(float(s["count"]) for s in sums)
     nll = nats / max(count, 1.0)
     if self.lang is not None:
       return {"nll": (nll, int(count)), "excess": (nll - self.info.entropy_floor, int(count))}

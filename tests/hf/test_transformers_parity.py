@@ -48,8 +48,8 @@ CONFIGS = {
 def hf():
   """transformers (imported once per module: it takes seconds), offline."""
   os.environ["HF_HUB_OFFLINE"] = "1"
-  torch = pytest.importorskip("torch")
-  transformers = pytest.importorskip("transformers")
+  import torch  # the dev extra pins both: a missing one is a broken install, not a skip
+  import transformers
   torch.set_num_threads(1)
   return transformers, torch
 
@@ -186,7 +186,6 @@ def test_trained_import_exports_and_reimports_to_its_eval_loss(hf, tmp_path, cap
 def test_export_writes_the_runs_sentencepiece_tokenizer(hf, tmp_path, capfd):
   """A run on sentencepiece text exports its tokenizer: transformers' ids equal the pipeline's,
   with <s> (the documents' start) first."""
-  pytest.importorskip("sentencepiece")
   transformers, _ = hf
   from scaling.data.tokenizers import SentencePieceTokenizer
   from scaling.hf import arch
