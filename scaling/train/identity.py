@@ -35,6 +35,7 @@ IGNORED_FIELDS = (
     "train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
     "train.hardware", "train.microbatches",
     "model.remat", "model.scan_layers", "model.attention_impl",
+    "branch.parent_dir",  # where a hand-started branch's trunk lives (scaling.train.fork)
 )
 # Fields added after run ids were first handed out, with their defaults: at the default they are
 # left out, so adding a field never renames (or orphans) the runs made before it existed.
