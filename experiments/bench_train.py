@@ -61,6 +61,8 @@ def _define(fv):
   flags.DEFINE_string("nanodo", "", "A nanodo checkout to time side by side (skipped if absent).",
                       flag_values=fv)
   flags.DEFINE_integer("rounds", 5, "Alternating rounds when comparing.", flag_values=fv)
+  flags.DEFINE_integer("layers", None, "With --shape: this many layers instead of the shape's.",
+                       lower_bound=1, flag_values=fv)
   flags.DEFINE_enum("shape", "", ["", "nanodo"],
                     "Override the model shape: 'nanodo' is issue 20's (NANODO_SHAPE), batch 32.",
                     flag_values=fv)
@@ -220,12 +222,14 @@ def single(cfg: ml_collections.ConfigDict, fv) -> dict:
 def main(argv: list[str]) -> dict:
   fv = parse(argv, _define, prog="python experiments/bench_train.py", config=True,
              usage="python experiments/bench_train.py --config=FILE[:PRESET] [--steps=20] "
-                   "[--compare=unrolled] [--nanodo=DIR] [--shape=nanodo]").fv
+                   "[--compare=unrolled] [--nanodo=DIR] [--shape=nanodo [--layers=L]]").fv
   cfg = fv["config"].value
   if fv["shape"].value == "nanodo":
     cfg.model.update(NANODO_SHAPE)
     cfg.model.name = "nanodo_shape"
     cfg.train.global_batch, cfg.train.seq_len = 32, NANODO_SHAPE["max_len"]
+  if fv["layers"].value:
+    cfg.model.num_layers = fv["layers"].value
   cfg = validate(cfg)
   if fv["rounds"].value < 1 or fv["steps"].value < 1:
     raise ScalingError("--rounds and --steps must be >= 1")

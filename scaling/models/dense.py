@@ -46,6 +46,20 @@ CHECKPOINT_POLICIES = {
 # ones too, but a 4-layer body makes 48 layers compile 1.85x slower than 4 (measured; 1.09x
 # with one layer a body), past the 1.5x budget, so deep stacks keep the one-layer body.
 SCAN_UNROLL = 4
+# On the CPU a looped stack is slower per step than the same stack unrolled, and more so the
+# deeper it is: at nanodo's shape the unrolled step is 1.26-1.36x as fast at 8 layers, 1.48-1.51x
+# at 16 and 2.5x at 48, while compiling in about the same time up to 16 layers (one process,
+# alternating rounds: experiments/bench_train.py --shape=nanodo --layers=L --compare=unrolled).
+# An unroll factor of 2 or 4 in the loop recovered only a tenth of that at 16 layers. So CPU
+# stacks of up to CPU_UNROLL units run as straight-line code; deeper ones stay looped, where
+# unrolled compiles grow with depth (about 4x the looped compile at 48 layers).
+CPU_UNROLL = 16
+
+
+def straight_line(units: int, scan_layers: bool) -> bool:
+  """Whether a stack of `units` runs as straight-line code (unrolled) on this backend."""
+  limit = CPU_UNROLL if jax.default_backend() == "cpu" else SCAN_UNROLL
+  return not scan_layers or units <= limit
 
 
 class Block(nnx.Module):
@@ -161,9 +175,9 @@ class Transformer(nnx.Module):
       layer = jax.checkpoint(layer, policy=CHECKPOINT_POLICIES[m.remat], prevent_cse=False)
     # Unrolling (scan_layers=False) trades compile time for visibility: XLA's cost analysis counts
     # a loop body once, so FLOP checks and some profilers need the layers unrolled. Scanned, the
-    # loop body holds one unit (compile time does not grow with depth), except in a stack of at
-    # most SCAN_UNROLL units, which runs as straight-line code.
-    unroll = units if not m.scan_layers or units <= SCAN_UNROLL else 1
+    # loop body holds one unit (compile time does not grow with depth), except in a shallow
+    # stack (`straight_line`), which runs as straight-line code.
+    unroll = units if straight_line(units, m.scan_layers) else 1
     x_BxLxD, aux = jax.lax.scan(layer, x_BxLxD, (layer_state, keys), unroll=unroll)
 
     logits_BxLxV = self._logits(x_BxLxD)

@@ -52,6 +52,22 @@ def test_causal(variant):
   assert np.abs(a[:, t:] - b[:, t:]).max() > 1e-4  # the change is visible from t on
 
 
+def test_shallow_stacks_run_straight_line_deep_ones_loop(monkeypatch):
+  from scaling.models import dense
+
+  assert jax.default_backend() == "cpu"
+  assert dense.straight_line(dense.CPU_UNROLL, True) and not dense.straight_line(
+      dense.CPU_UNROLL + 1, True)
+  assert dense.straight_line(48, False)  # scan_layers=False always unrolls
+  # The looped program (what a deep stack runs) computes what the straight-line one does.
+  tokens = jax.random.randint(jax.random.key(1), (2, 16), 0, 512)
+  model = build_model(_tiny())
+  straight = _apply(model, tokens)
+  monkeypatch.setattr(dense, "CPU_UNROLL", 1)
+  assert not dense.straight_line(2, True)
+  np.testing.assert_allclose(_apply(model, tokens), straight, atol=1e-5)
+
+
 @pytest.mark.parametrize("remat", ["full", "dots_saveable"])
 def test_remat_and_unrolled_match_scan(remat):
   tokens = jax.random.randint(jax.random.key(1), (2, 16), 0, 512)
