@@ -178,11 +178,11 @@ def test_info_shows_per_group_multipliers(capfd):
   assert code == 0 and "learning-rate multipliers hidden x0.25" in out
 
 
-@pytest.mark.slow(seconds=25)
+@pytest.mark.slow(seconds=18)
 def test_coordinate_check_bands():
-  """Widths 64..512, one layer: under μP every coordinate's spread across widths stays within
-  2x at steps 1, 5 and 10; under SP the logits grow with width (experiments/coord_check.py
-  runs the full check and its figure)."""
+  """One layer: under μP every coordinate's spread across widths 64..256 stays within 2x at
+  steps 1, 5 and 10 (measured at most 1.45x); under SP the logits grow from width 64 to 512
+  (experiments/coord_check.py runs the full check, μP at 512 too, and its figure)."""
   base = load_config("configs/dense.py:tiny")
   base.model.update(num_layers=1, d_model=64, num_heads=4, num_kv_heads=4, d_ff=64,
                     vocab_size=64, max_len=16, dtype="float32", mup_base_width=64)
@@ -190,7 +190,7 @@ def test_coordinate_check_bands():
                     weight_decay=0.0)
   batches = coordinates.language_batches(8, 16, 10, vocab_size=64, num_contexts=64,
                                          body_length=13)
-  mu = coordinates.coord_check(base, [64, 128, 256, 512], "mup", lambda i: batches[i])
+  mu = coordinates.coord_check(base, [64, 128, 256], "mup", lambda i: batches[i])
   for step, spread in mu["spreads"].items():
     assert max(spread.values()) < 2.0, (step, spread)
   sp = coordinates.coord_check(base, [64, 512], "sp", lambda i: batches[i])
