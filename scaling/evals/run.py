@@ -17,7 +17,6 @@ evaluation keeps what it finished and a rerun adds nothing.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -124,8 +123,7 @@ def evaluate(workdir, *, checkpoints: str = "last", tasks_arg: str | None = None
   if not steps:
     return Outcome([], [], skipped)
   scorer = Scorer(cfg, info, lang, devices=devices, kernels=kernels)
-  with _quiet("absl"):  # orbax says at length that a read-only manager saves nothing
-    ckpt = Checkpointer(workdir, every=1, keep=1, read_only=True)
+  ckpt = Checkpointer(workdir, every=1, keep=1, read_only=True)
   added = []
   try:
     for step in steps:
@@ -136,18 +134,6 @@ def evaluate(workdir, *, checkpoints: str = "last", tasks_arg: str | None = None
   finally:
     ckpt.close()
   return Outcome(steps, added, skipped)
-
-
-@contextlib.contextmanager
-def _quiet(name: str):
-  """Only errors from the logger `name` for the block."""
-  logger = logging.getLogger(name)
-  level = logger.level
-  logger.setLevel(logging.ERROR)
-  try:
-    yield
-  finally:
-    logger.setLevel(level)
 
 
 class Scorer:

@@ -24,6 +24,7 @@ hit a closed event loop and print "RuntimeError: Event loop is closed" traceback
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -92,20 +93,23 @@ class Checkpointer:
     self.directory = workdir / "checkpoints"
     self.unreadable: set[int] = set()
     self.keep_steps = frozenset(int(x) for x in keep_steps)
-    options = ocp.CheckpointManagerOptions(
-        save_decision_policy=sdp.AnySavePolicy(
-            [sdp.FixedIntervalPolicy(max(1, every)), sdp.SpecificStepsPolicy(self.keep_steps)]),
-        preservation_policy=pp.AnyPreservationPolicy(
-            [pp.LatestN(max(1, keep)), _KeepSteps(self.unreadable),
-             pp.CustomSteps(sorted(self.keep_steps))]),
-        enable_async_checkpointing=async_save,
-        cleanup_tmp_directories=not read_only,
-        read_only=read_only,
-        create=not read_only,
-    )
-    # The handler is named so that metadata can be read without restoring (restore_latest).
-    self.manager = ocp.CheckpointManager(
-        self.directory, options=options, item_handlers={ITEM: ocp.StandardCheckpointHandler()})
+    # Read-only, orbax warns that the manager will save nothing, which is the point for every
+    # caller (evaluations, a branch's trunk, HF export): only its errors show while it is made.
+    with _quiet("absl") if read_only else contextlib.nullcontext():
+      options = ocp.CheckpointManagerOptions(
+          save_decision_policy=sdp.AnySavePolicy(
+              [sdp.FixedIntervalPolicy(max(1, every)), sdp.SpecificStepsPolicy(self.keep_steps)]),
+          preservation_policy=pp.AnyPreservationPolicy(
+              [pp.LatestN(max(1, keep)), _KeepSteps(self.unreadable),
+               pp.CustomSteps(sorted(self.keep_steps))]),
+          enable_async_checkpointing=async_save,
+          cleanup_tmp_directories=not read_only,
+          read_only=read_only,
+          create=not read_only,
+      )
+      # The handler is named so that metadata can be read without restoring (restore_latest).
+      self.manager = ocp.CheckpointManager(
+          self.directory, options=options, item_handlers={ITEM: ocp.StandardCheckpointHandler()})
 
   def save(self, step: int, state, *, force: bool = False) -> bool:
     """Starts saving `state` at `step` when the policy (or `force`) says so."""
@@ -191,6 +195,18 @@ class Checkpointer:
       self.manager.wait_until_finished()
     finally:
       self.manager.close()
+
+
+@contextlib.contextmanager
+def _quiet(name: str):
+  """Only errors from the logger `name` for the block."""
+  logger = logging.getLogger(name)
+  level = logger.level
+  logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
 
 
 def branch_steps(cfg) -> frozenset[int]:

@@ -43,13 +43,12 @@ def _trunk_config(trunk_dir: storage.epath.Path) -> dict:
 
 
 def _check_schedules(cfg: ml_collections.ConfigDict, trunk: dict, step: int, where: str) -> None:
+  """The trunk's and the branch's schedules agree before `step` (the branch's own schedule is
+  checked by `fork` before the trunk is read)."""
   t, tt = cfg.train, ml_collections.ConfigDict(trunk["train"])
   if tt.schedule not in STABLE_SCHEDULES:
     raise ScalingError(f"{where} trains with train.schedule={tt.schedule!r}, which decays from "
                        "its first step; a branch forks from a constant or wsd trunk")
-  if t.schedule not in STABLE_SCHEDULES:
-    raise ScalingError(f"train.schedule={t.schedule!r}: a branch continues its trunk's constant "
-                       "learning rate, then cools down; use --config.train.schedule=wsd")
   if not 0 < step < int(t.steps):
     raise ScalingError(f"--branch_step={step} must be in (0, train.steps={t.steps})")
   if step > stable_until(t):
