@@ -5,8 +5,11 @@
       --config.train.global_batch=32 --config.train.seq_len=1024 --hardware=h100
 
 Side by side, in one process (`--compare=unrolled`: the same model with `model.scan_layers`
-flipped; `--nanodo=DIR`: google-deepmind/nanodo's model from a checkout at DIR, e.g.
-`git --git-dir=<nanodo.git> archive HEAD | tar -x -C /tmp/nanodo`; skipped when DIR is absent):
+flipped; `--compare=xla_options`: the same step compiled with XLA's defaults instead of
+`scaling.xla_options.STEPS`; `--nanodo=DIR`: google-deepmind/nanodo's model from a checkout at
+DIR, e.g. `git --git-dir=<nanodo.git> archive HEAD | tar -x -C /tmp/nanodo`, skipped when DIR is
+absent, timed as nanodo ships, with XLA's defaults, and also as `nanodo+xla_options`, compiled
+with this project's options, so that a gain from the options is not credited to the model):
 
   python experiments/bench_train.py --config=configs/dense.py:tiny --shape=nanodo \
       --compare=unrolled --nanodo=/tmp/nanodo --rounds=5 --steps=10
@@ -23,6 +26,7 @@ MFU = achieved model FLOP/s (accounting's `train.flops_method`, per token) / (de
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -37,7 +41,7 @@ import numpy as np
 import optax
 from absl import flags
 
-from scaling import accounting, hardware
+from scaling import accounting, hardware, xla_options
 from scaling.commands.common import parse
 from scaling.config import validate
 from scaling.errors import ScalingError
@@ -55,8 +59,9 @@ def _define(fv):
   flags.DEFINE_integer("steps", 20, "Timed steps (per round with --compare/--nanodo).",
                        flag_values=fv)
   flags.DEFINE_string("hardware", "", "Peak table entry (default: detected).", flag_values=fv)
-  flags.DEFINE_enum("compare", "", ["", "unrolled"],
-                    "Also time the model with scan_layers flipped, in this process.",
+  flags.DEFINE_enum("compare", "", ["", "unrolled", "xla_options"],
+                    "Also time the model with scan_layers flipped (unrolled), or compiled with "
+                    "XLA's default options (xla_options), in this process.",
                     flag_values=fv)
   flags.DEFINE_string("nanodo", "", "A nanodo checkout to time side by side (skipped if absent).",
                       flag_values=fv)
@@ -106,9 +111,22 @@ def _ours(name: str, cfg: ml_collections.ConfigDict, mesh, host: list) -> Conten
     return Contender(name, trainer.train_step, trainer.state, [put(h) for h in host])
 
 
-def _nanodo(path: str, cfg: ml_collections.ConfigDict, host: list) -> Contender:
+@contextlib.contextmanager
+def _xla_defaults():
+  """Steps built inside compile with XLA's default options (`scaling.xla_options.STEPS` off)."""
+  saved = dict(xla_options.STEPS)
+  xla_options.STEPS.clear()
+  try:
+    yield
+  finally:
+    xla_options.STEPS.update(saved)
+
+
+def _nanodo(path: str, cfg: ml_collections.ConfigDict, host: list, name: str = "nanodo",
+            options: dict | None = None) -> Contender:
   """nanodo's TransformerDo (imported from `path`, not vendored) under the same AdamW, clipping
-  and loss as ours: a plain jitted, donated value_and_grad + optax step."""
+  and loss as ours: a plain jitted, donated value_and_grad + optax step, compiled with
+  `options` (None: XLA's defaults)."""
   sys.path.insert(0, path)
   try:
     from nanodo import model as nd  # noqa: PLC0415
@@ -133,8 +151,8 @@ def _nanodo(path: str, cfg: ml_collections.ConfigDict, host: list) -> Contender:
     updates, opt = tx.update(grads, opt, p)
     return (optax.apply_updates(p, updates), opt), loss
 
-  return Contender("nanodo", jax.jit(step, donate_argnums=0), (params, tx.init(params)),
-                   [jnp.asarray(h) for h in host])
+  return Contender(name, jax.jit(step, donate_argnums=0, compiler_options=options),
+                   (params, tx.init(params)), [jnp.asarray(h) for h in host])
 
 
 def _rounds(contenders: list[Contender], rounds: int, steps: int, tokens: int) -> dict:
@@ -166,10 +184,16 @@ def compare(cfg: ml_collections.ConfigDict, fv) -> dict:
     other = ml_collections.ConfigDict(cfg.to_dict())
     other.model.scan_layers = not scan
     contenders.append(_ours("unrolled" if scan else "scan", other, mesh, host))
+  elif fv["compare"].value == "xla_options":
+    with _xla_defaults():
+      contenders.append(_ours(f"{contenders[0].name}+xla_defaults", cfg, mesh, host))
   skipped = None
   if fv["nanodo"].value:
     if os.path.isdir(os.path.join(fv["nanodo"].value, "nanodo")):
       contenders.append(_nanodo(fv["nanodo"].value, cfg, host))
+      options = xla_options.for_platform(xla_options.STEPS, mesh)
+      if options:
+        contenders.append(_nanodo(fv["nanodo"].value, cfg, host, "nanodo+xla_options", options))
     else:
       skipped = f"no nanodo package under {fv['nanodo'].value}"
   out = {"model": cfg.model.name, "devices": mesh.devices.size,
@@ -184,7 +208,12 @@ def compare(cfg: ml_collections.ConfigDict, fv) -> dict:
     out["scan_over_unrolled"] = r["scan"]["vs_ours"] / r["unrolled"]["vs_ours"]
   if "nanodo" in names:
     out["ours_over_nanodo"] = {n: out["results"][n]["vs_ours"] / out["results"]["nanodo"]["vs_ours"]
-                               for n in names if n != "nanodo"}
+                               for n in names if not n.startswith("nanodo")}
+  if "nanodo+xla_options" in names:
+    base = out["results"]["nanodo+xla_options"]["vs_ours"]
+    out["ours_over_nanodo_same_xla_options"] = {
+        n: out["results"][n]["vs_ours"] / base for n in names
+        if not n.startswith("nanodo") and not n.endswith("+xla_defaults")}
   if skipped:
     out["nanodo_skipped"] = skipped
   return out
@@ -222,7 +251,8 @@ def single(cfg: ml_collections.ConfigDict, fv) -> dict:
 def main(argv: list[str]) -> dict:
   fv = parse(argv, _define, prog="python experiments/bench_train.py", config=True,
              usage="python experiments/bench_train.py --config=FILE[:PRESET] [--steps=20] "
-                   "[--compare=unrolled] [--nanodo=DIR] [--shape=nanodo [--layers=L]]").fv
+                   "[--compare=unrolled|xla_options] [--nanodo=DIR] "
+                   "[--shape=nanodo [--layers=L]]").fv
   cfg = fv["config"].value
   if fv["shape"].value == "nanodo":
     cfg.model.update(NANODO_SHAPE)

@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from scaling import storage
+from scaling import storage, xla_options
 from scaling.config import validate
 from scaling.errors import ScalingError
 from scaling.evals import bpb, records, tasks
@@ -154,7 +154,9 @@ class Scorer:
     self.rows = -(-CHUNK // dp) * dp
     graphdef, _ = nnx.split(abstract_model(cfg, kernels))
     self._answer = jax.jit(_answer_step(graphdef, self.mesh),
-                           out_shardings=self.trainer.replicated)
+                           out_shardings=self.trainer.replicated,
+                           compiler_options=xla_options.for_platform(xla_options.STEPS,
+                                                                     self.mesh))
     self._tokens = None  # the tokenizer's ByteTable, for bpb (text data only)
 
   def lines(self, params, step: int, wanted: list[tuple[str, list[str]]],

@@ -21,7 +21,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from scaling import storage
+from scaling import storage, xla_options
 from scaling.config import validate_model
 from scaling.errors import ScalingError
 from scaling.hf.weights import leaf_path, load_params
@@ -180,7 +180,8 @@ def token_scores(graphdef, params, mesh: jax.sharding.Mesh, tokens: np.ndarray
 
   with jax.set_mesh(mesh):
     x, y = (jax.device_put(jnp.asarray(a), replicated) for a in (tokens[:-1], tokens[1:]))
-    return jax.jit(forward, out_shardings=replicated)(params, x, y)
+    options = xla_options.for_platform(xla_options.STEPS, mesh)
+    return jax.jit(forward, out_shardings=replicated, compiler_options=options)(params, x, y)
 
 
 def score(workdir: str | os.PathLike, tokens: np.ndarray, *, step: int | None = None,

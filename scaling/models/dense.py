@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from scaling import xla_options
 from scaling.config import head_dim
 from scaling.kernels.backend import KernelBackend
 from scaling.models import layers
@@ -252,13 +253,6 @@ def abstract_model(cfg: ml_collections.ConfigDict,
                                             kernels=kernels))
 
 
-# The initialiser runs once, so on the CPU XLA's backend optimizations only cost: at level 1
-# (of 3) it compiles ~4x faster (6.8 s -> 1.6 s for a 10K-parameter model on 2 cores, measured)
-# to bitwise the same parameters (tests/models/test_dense.py; level 0 differs by an ulp in 4% of
-# a truncated normal's values). Accelerators keep their defaults (not measured there).
-INIT_COMPILE = {"xla_backend_optimization_level": 1}
-
-
 def build_model(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None,
                 seed: int | None = None, kernels: KernelBackend | None = None) -> Transformer:
   """Creates the model with every parameter initialised directly in its sharded layout.
@@ -281,8 +275,9 @@ def build_model(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None =
     return nnx.state(Transformer(cfg.model, rules, rngs=nnx.Rngs(seed), kernels=kernels))
 
   with jax.set_mesh(mesh):
-    fast = INIT_COMPILE if mesh.devices.flat[0].platform == "cpu" else None
-    state = jax.jit(init, out_shardings=shardings, compiler_options=fast)()
+    # The initialiser runs once: compiled for speed on the CPU (`scaling.xla_options.INIT`).
+    state = jax.jit(init, out_shardings=shardings,
+                    compiler_options=xla_options.for_platform(xla_options.INIT, mesh))()
   return nnx.merge(graphdef, state)
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from scaling import accounting, hparam_rules, storage
+from scaling import accounting, hparam_rules, storage, xla_options
 from scaling.config import validate
 from scaling.errors import ScalingError, require
 from scaling.kernels.backend import KernelBackend
@@ -113,17 +113,23 @@ def build_trainer(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   # Layers that shard by hand (MoE expert parallelism, Pallas kernels per batch shard) read the
   # mesh at trace time: bind it here, so the steps are right even outside `jax.set_mesh`.
   train_step, eval_step = (_under_mesh(f, mesh) for f in (train_step, eval_step))
-  step_with_lr = jax.jit(train_step, in_shardings=(state_shardings, batch_sharding, replicated),
-                         out_shardings=(state_shardings, replicated), donate_argnums=0)
+  options = xla_options.for_platform(xla_options.STEPS, mesh)
+  placed = dict(in_shardings=(state_shardings, batch_sharding, replicated),
+                out_shardings=(state_shardings, replicated), donate_argnums=0)
+  step_with_lr = jax.jit(train_step, **placed, compiler_options=options)
+  # JAX takes compile options on a top-level jit only: traced inside another program (a user's
+  # jit, `jax.export` for CUDA) the step is the same jit without them.
+  nested = jax.jit(train_step, **placed) if options else step_with_lr
   # The rate is computed on the device by its own small program and passed in, so the step
   # itself holds no schedule constant (make_steps): rungs of one shape share its compilation.
   lr_of = jax.jit(schedule(cfg.train), out_shardings=replicated)
 
   def train_step(state, batch):
-    return step_with_lr(state, batch, lr_of(state["step"]))
+    step = nested if isinstance(state["step"], jax.core.Tracer) else step_with_lr
+    return step(state, batch, lr_of(state["step"]))
 
   eval_step = jax.jit(eval_step, in_shardings=(state_shardings["params"], batch_sharding),
-                      out_shardings=replicated)
+                      out_shardings=replicated, compiler_options=options)
   return Trainer(state, train_step, eval_step, batch_sharding, replicated, step_with_lr)
 
 

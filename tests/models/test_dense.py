@@ -179,14 +179,14 @@ def test_fast_compiled_initialiser_gives_the_optimized_parameters(monkeypatch):
   """build_model compiles its initialiser without XLA's backend optimizations on the CPU; the
   parameters must be bitwise those of a fully optimized compile (runs started before and after
   the change, or on either setting, begin from the same weights)."""
-  from scaling.models import dense
+  from scaling import xla_options
 
   cfg = _tiny()
   cfg.mesh.update(data=2, model=4, expert=1)
   mesh = make_mesh(cfg.mesh)
   fast = nnx.state(build_model(cfg, mesh))
-  monkeypatch.setattr(dense, "INIT_COMPILE", {"xla_backend_optimization_level": 3,
-                                              "xla_llvm_disable_expensive_passes": False})
+  monkeypatch.setitem(xla_options.INIT, "cpu", {"xla_backend_optimization_level": 3,
+                                                "xla_llvm_disable_expensive_passes": False})
   optimized = nnx.state(build_model(cfg, mesh))
   pairs = zip(jax.tree.leaves(fast), jax.tree.leaves(optimized), strict=True)
   for a, b in pairs:

@@ -167,3 +167,26 @@ def test_schedule_is_an_input_of_the_compiled_step(tiny_cfg):
   assert lowered(weight_decay=0.0) != base  # a hyperparameter still baked in is seen as such
   rate = schedule(tiny_cfg.train)
   assert float(rate(0)) == 0.0 and float(rate(2)) == pytest.approx(1e-2)
+
+
+def test_cpu_steps_compile_with_the_projects_xla_options(tiny_cfg, monkeypatch):
+  """On the CPU the train and eval steps compile with `scaling.xla_options.STEPS`: no dot goes
+  to YNNPACK, XLA's default and the slower one at these shapes (the module's measurements). If
+  a later XLA stops sending dots to YNNPACK by default, the second half fails: the option and
+  its measurements are then to be revisited."""
+  from scaling import xla_options
+  from scaling.parallel.mesh import make_mesh
+  from scaling.train.loop import build_trainer
+
+  def compiled() -> list[str]:
+    trainer = build_trainer(tiny_cfg, make_mesh(tiny_cfg.mesh))
+    batch = {k: jax.ShapeDtypeStruct((8, 64), dt, sharding=trainer.batch_sharding)
+             for k, dt in (("inputs", np.int32), ("targets", np.int32), ("mask", np.float32))}
+    lr = jax.ShapeDtypeStruct((), np.float32, sharding=trainer.replicated)
+    return [trainer.step_program.lower(trainer.state, batch, lr).compile().as_text(),
+            trainer.eval_step.lower(trainer.state["params"], batch).compile().as_text()]
+
+  assert jax.default_backend() == "cpu"
+  assert not any("ynn_fusion" in text for text in compiled())
+  monkeypatch.setitem(xla_options.STEPS, "cpu", {})  # XLA's defaults
+  assert all("ynn_fusion" in text for text in compiled())
