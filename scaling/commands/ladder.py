@@ -181,6 +181,10 @@ def _run(fv) -> int:
   if todo and (backend == "slurm" or fv["parallel"].value > 1) and not fv["dry_run"].value:
     runner.prepare_data(todo)  # once, before several tasks would race to prepare it
   if backend == "local":
+    if fv["parallel"].value <= 1:  # in this process (the workers set their own)
+      from scaling.train.compile_cache import use_ladder_cache
+
+      use_ladder_cache(workdir)
     return runner.run_local(workdir, rungs, todo, parallel=fv["parallel"].value)
   if backend == "slurm":
     from scaling.ladder import slurm

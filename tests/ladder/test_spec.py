@@ -111,6 +111,8 @@ def test_demo_ladder_expands_to_isoflop_curves_without_training():
   assert held.counts["flops"] >= 3 * max(r.counts["flops"] for r in fitted)
   assert all(r.config.train.steps >= 140 for r in rungs)  # no rung is starved of steps
   assert sum(r.counts["flops"] for r in rungs) < 1.3e12  # ~1.2e12: minutes on 2 cores
+  # Twice DeepSeek's rate, capped at lr_max 0.02, which binds on every rung (the docstring).
+  assert {r.config.train.lr for r in rungs} == {0.02}
   smoke = expand(load_config("configs/ladders/cpu_demo.py:smoke"))
   assert len(smoke) == 7 and sum(r.holdout for r in smoke) == 1
   # The LR sweep behind a fitted rule: every rung of the two smaller budgets at 4 rates.
