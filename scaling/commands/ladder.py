@@ -181,10 +181,6 @@ def _run(fv) -> int:
   if todo and (backend == "slurm" or fv["parallel"].value > 1) and not fv["dry_run"].value:
     runner.prepare_data(todo)  # once, before several tasks would race to prepare it
   if backend == "local":
-    if fv["parallel"].value <= 1:  # in this process (the workers set their own)
-      from scaling.train.compile_cache import use_ladder_cache
-
-      use_ladder_cache(workdir)
     return runner.run_local(workdir, rungs, todo, parallel=fv["parallel"].value)
   if backend == "slurm":
     from scaling.ladder import slurm
@@ -237,10 +233,7 @@ def _worker(fv, workdir: str) -> int:
     raise ScalingError("scaling ladder worker needs --run_id=ID (see `scaling ladder status`)")
   from scaling.ladder import runner
   from scaling.parallel.distributed import maybe_initialize
-  from scaling.train.compile_cache import use_ladder_cache
-
   maybe_initialize()  # pod slices and multi-task Slurm steps are detected
-  use_ladder_cache(workdir)  # rungs of one depth share their programs
   state = runner.work(workdir, run_id)
   print(f"{run_id}: {state['state']}")
   return 0 if state["state"] == "complete" else 1

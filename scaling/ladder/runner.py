@@ -129,8 +129,12 @@ def work(workdir, run_id: str) -> dict:
   """
   import jax
 
+  from scaling.train.compile_cache import use_ladder_cache
   from scaling.train.loop import train
 
+  # Every path that trains a rung comes here (in process, a worker, a Slurm task): rungs of one
+  # depth share their programs through the ladder's cache.
+  use_ladder_cache(workdir)
   d = store.run_dir(workdir, run_id)
   spec = store.read_json(d / store.SPEC)
   if spec is None:
