@@ -31,8 +31,9 @@ SUBCOMMANDS = {
     "run": ("scaling ladder run CONFIG --workdir=DIR [--backend=local|slurm|tpu-vm] "
             "[--parallel=N] [--dry_run]", "Launch every run of the ladder that is not complete."),
     "status": ("scaling ladder status DIR [--json]", "The state of every run of a ladder."),
-    "worker": ("scaling ladder worker DIR --run_id=ID",
-               "Train one run of a ladder (what every backend runs)."),
+    "worker": ("scaling ladder worker DIR --run_id=ID | --serve",
+               "Train one run of a ladder (what every backend runs); with --serve, train each "
+               "run id read from stdin (the local backend's --parallel workers)."),
 }
 
 
@@ -46,14 +47,18 @@ def _define(sub: str):
                           flag_values=fv)
     if sub == "run":
       flags.DEFINE_enum("backend", "local", BACKENDS, "Where runs train.", flag_values=fv)
-      flags.DEFINE_integer("parallel", 1, "local backend: runs at once (each in its own "
-                           "process).", lower_bound=1, flag_values=fv)
+      flags.DEFINE_integer("parallel", 1, "local backend: runs at once, in as many worker "
+                           "processes (1: one after another in this process).", lower_bound=1,
+                           flag_values=fv)
       flags.DEFINE_bool("dry_run", False, "Print what would be launched (worker commands, "
                         "sbatch script, gcloud commands) without launching.", flag_values=fv)
     if sub in ("show", "status"):
       flags.DEFINE_bool("json", False, "Print JSON lines instead of a table.", flag_values=fv)
     if sub == "worker":
       flags.DEFINE_string("run_id", None, "The run to train.", flag_values=fv)
+      flags.DEFINE_bool("serve", False, "Train each run id read from stdin, one a line, and "
+                        "answer a JSON line on stdout as each ends (what `ladder run "
+                        "--parallel=N` starts).", flag_values=fv)
 
   return define
 
@@ -229,6 +234,11 @@ def _worker(fv, workdir: str) -> int:
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
                       stream=sys.stdout)
   run_id = fv["run_id"].value
+  if fv["serve"].value:
+    if run_id:
+      raise ScalingError("scaling ladder worker: give --run_id=ID or --serve, not both")
+    from scaling.ladder import pool
+    return pool.serve(workdir)
   if not run_id:
     raise ScalingError("scaling ladder worker needs --run_id=ID (see `scaling ladder status`)")
   from scaling.ladder import runner

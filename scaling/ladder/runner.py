@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ import ml_collections
 
 from scaling import storage
 from scaling.errors import ScalingError
-from scaling.ladder import store
+from scaling.ladder import pool, store
 from scaling.ladder.spec import Rung
 from scaling.train import record
 
@@ -176,7 +175,8 @@ def _fmt_state(s: dict) -> str:
 
 def run_local(workdir, rungs: list[Rung], todo: list[Rung], *, parallel: int = 1,
               out=None) -> int:
-  """Trains `todo` one after another (in this process) or `parallel` at once (subprocesses).
+  """Trains `todo` one after another (in this process) or `parallel` at once (in as many
+  long-lived worker processes, `ladder.pool`).
 
   Prints progress (runs done / total, the current runs' step and loss). Returns 0 when every
   rung of the ladder is complete, else 1.
@@ -232,8 +232,8 @@ def worker_command(workdir, run_id: str) -> list[str]:
           f"--run_id={run_id}"]
 
 
-def _log_path(workdir, run_id: str) -> str:
-  """Where a worker subprocess's output goes: its run folder, or /tmp for a gs:// workdir
+def log_path(workdir, run_id: str) -> str:
+  """Where a local worker's output for a run goes: its run folder, or /tmp for a gs:// workdir
   (object stores have no append)."""
   d = store.run_dir(workdir, run_id)
   if store.is_local(d):
@@ -242,14 +242,25 @@ def _log_path(workdir, run_id: str) -> str:
   return os.path.join(tempfile.gettempdir(), "scaling-ladder", f"{run_id}.log")
 
 
+def _progress(workdir, running) -> str:
+  parts = []
+  for rid in running:
+    s = store.run_state(workdir, rid)
+    steps = (store.read_json(store.run_dir(workdir, rid) / store.SPEC) or {}).get(
+        "train", {}).get("steps", "?")
+    parts.append(f"{rid} step {s['steps_done']}/{steps}")
+  return "running: " + ", ".join(parts) if parts else ""
+
+
 def _run_parallel(workdir, todo: list[Rung], parallel: int, done: int, total: int, say) -> int:
+  """`parallel` runs at once, in a pool of long-lived worker processes (`ladder.pool`)."""
   queue, held = ordered(todo), []
-  active: dict[str, tuple[Rung, subprocess.Popen]] = {}
+  workers = pool.Pool(workdir, parallel)
   last_line = ""
   try:
-    while queue or active or held:
+    while queue or workers.busy or held:
       startable = [r for r in queue if ready(workdir, r)]
-      if not startable and not active:
+      if not startable and not workers.busy:
         if not held:  # only branches whose trunks stopped short are left
           for x in queue:
             say(_blocked(workdir, x))
@@ -259,37 +270,26 @@ def _run_parallel(workdir, todo: list[Rung], parallel: int, done: int, total: in
         back = [r for r in held if store.run_state(workdir, r.run_id)["state"] != "running"]
         queue, held = back + queue, [r for r in held if r not in back]
         continue
-      while startable and len(active) < parallel:
+      while startable and len(workers.busy) < parallel:
         r = startable.pop(0)
         queue.remove(r)
-        with open(_log_path(workdir, r.run_id), "ab") as logf:
-          active[r.run_id] = r, subprocess.Popen(worker_command(workdir, r.run_id),
-                                                 stdout=logf, stderr=subprocess.STDOUT)
-      time.sleep(1.0)
-      for rid, (r, proc) in list(active.items()):
-        if proc.poll() is not None:
-          del active[rid]
-          state = store.run_state(workdir, rid)
-          if state["state"] == "running":  # the worker found it locked by another runner
-            say(f"[{done}/{total} done] {rid}: another runner is training it; waiting")
-            held.append(r)
-            continue
-          done += state["state"] == "complete"
-          say(f"[{done}/{total} done] {rid}: {_fmt_state(state)}")
-      parts = []
-      for rid in active:
-        s = store.run_state(workdir, rid)
-        steps = (store.read_json(store.run_dir(workdir, rid) / store.SPEC) or {}).get(
-            "train", {}).get("steps", "?")
-        parts.append(f"{rid} step {s['steps_done']}/{steps}")
-      line = f"[{done}/{total} done] running: " + ", ".join(parts) if parts else ""
+        workers.start(r.run_id)
+      by_id = {r.run_id: r for r in todo}
+      for rid in workers.wait(timeout_s=1.0):
+        state = store.run_state(workdir, rid)
+        if state["state"] == "running":  # the worker found it locked by another runner
+          say(f"[{done}/{total} done] {rid}: another runner is training it; waiting")
+          held.append(by_id[rid])
+          continue
+        done += state["state"] == "complete"
+        say(f"[{done}/{total} done] {rid}: {_fmt_state(state)}")
+      line = _progress(workdir, workers.busy)
       if line and line != last_line:
-        say(line)
+        say(f"[{done}/{total} done] {line}")
         last_line = line
   except KeyboardInterrupt:
-    for _, proc in active.values():
-      proc.terminate()  # SIGTERM: each run checkpoints and records `interrupted`
-    for _, proc in active.values():
-      proc.wait()
+    workers.interrupt()  # SIGTERM: each run checkpoints and records `interrupted`
     say("ladder interrupted; run the same command again to resume")
+  finally:
+    workers.close()
   return done
