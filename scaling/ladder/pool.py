@@ -24,6 +24,8 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+from scaling.errors import ScalingError
+
 log = logging.getLogger(__name__)
 
 
@@ -41,6 +43,8 @@ class Pool:
     self.busy: dict[str, subprocess.Popen] = {}
 
   def start(self, run_id: str) -> None:
+    while self.idle and self.idle[-1].poll() is not None:  # died while idle
+      self.idle.pop()
     proc = self.idle.pop() if self.idle else subprocess.Popen(
         command(self.workdir), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     proc.stdin.write(run_id.encode() + b"\n")
@@ -120,6 +124,9 @@ def serve(workdir) -> int:
     with _output_to(runner.log_path(workdir, run_id)):
       try:
         state = runner.work(workdir, run_id)["state"]
+      except ScalingError as e:  # bad input: its one line, as `ladder worker --run_id` gives
+        log.error("run %s: %s", run_id, e)
+        state = "failed"
       except Exception:  # noqa: BLE001 - one broken run must not end the worker
         log.exception("run %s crashed", run_id)
         state = "failed"

@@ -253,8 +253,13 @@ def _progress(workdir, running) -> str:
 
 
 def _run_parallel(workdir, todo: list[Rung], parallel: int, done: int, total: int, say) -> int:
-  """`parallel` runs at once, in a pool of long-lived worker processes (`ladder.pool`)."""
-  queue, held = ordered(todo), []
+  """`parallel` runs at once, in a pool of long-lived worker processes (`ladder.pool`).
+
+  The costliest runs start first (longest-processing-time-first, by the FLOPs each trains):
+  in config order the demo's held-out rung, a third of its compute, started last and trained
+  alone on one core while the other idled. A branch still waits until `ready`.
+  """
+  queue, held = sorted(ordered(todo), key=lambda r: -r.spent_flops), []
   workers = pool.Pool(workdir, parallel)
   last_line = ""
   try:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from scaling import cli
-from scaling.ladder import runner, store
+from scaling.ladder import pool, runner, store
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.slow
@@ -99,12 +99,46 @@ def test_killed_runner_keeps_results_and_two_runners_share_the_work(tmp_path, da
   assert not any((w / "runs" / i / store.LOCK).exists() for i in ids)
 
 
-def test_parallel_runs_in_subprocesses_match_in_process(tmp_path, data_dir, capsys):
+def test_parallel_runs_train_in_two_long_lived_workers(tmp_path, data_dir, capsys):
   w = tmp_path / "par"
   assert cli.main(["ladder", "run", TINY, f"--workdir={w}", "--parallel=2",
-                   f"--config.run.data.data_dir={data_dir}",
-                   "--config.ladder.sweeps.iso.depths=(1,2)"]) == 0
-  assert "[2/2 done]" in capsys.readouterr().out
-  assert all(store.run_state(w, i)["state"] == "complete" for i in _ids(w))
-  assert all((w / "runs" / i / "train.log").exists() for i in _ids(w))
+                   f"--config.run.data.data_dir={data_dir}"]) == 0
+  assert "[3/3 done]" in capsys.readouterr().out
+  ids = _ids(w)
+  assert all(store.run_state(w, i)["state"] == "complete" for i in ids)
+  # Three runs, at most two worker processes: a worker trains run after run.
+  pids = {a["pid"] for i in ids for a in runner.attempts(w, i)}
+  assert 1 <= len(pids) <= 2 and os.getpid() not in pids
+  for i in ids:  # each run's own output in its log, none of another run's
+    log = (w / "runs" / i / "train.log").read_text()
+    assert f"{i}: complete" in log and all(f"{j}: complete" not in log for j in ids if j != i)
   assert os.environ.get("XLA_FLAGS")  # subprocesses saw the same 8 simulated devices
+
+
+def _wait_any(workers, limit_s: float = 120) -> list[str]:
+  deadline, ended = time.time() + limit_s, []
+  while not ended and time.time() < deadline:
+    ended = workers.wait(timeout_s=1.0)
+  return ended
+
+
+def test_pool_worker_answers_and_dead_workers_are_replaced(tmp_path):
+  w = tmp_path / "empty"
+  (w / "runs" / "nope").mkdir(parents=True)
+  workers = pool.Pool(w, 2)
+  workers.start("nope")
+  workers.busy["nope"].kill()  # dies mid-run (still importing): seen as the run's end
+  assert _wait_any(workers) == ["nope"] and not workers.busy and not workers.idle
+  workers.start("nope")  # a fresh worker; no spec.json, so the run fails and the worker lives on
+  assert _wait_any(workers) == ["nope"] and len(workers.idle) == 1
+  log = (w / "runs" / "nope" / "train.log").read_text()
+  assert "has no spec.json" in log and "Traceback" not in log
+  (idle,) = workers.idle
+  idle.kill()  # an idle worker that died (out of memory, say) is not handed the next run
+  idle.wait()
+  workers.start("nope")
+  assert workers.busy["nope"] is not idle
+  assert _wait_any(workers) == ["nope"] and len(workers.idle) == 1
+  (last,) = workers.idle
+  workers.close()  # end of input ends a worker cleanly
+  assert last.returncode == 0
