@@ -22,22 +22,24 @@ Design (Hagele et al. 2024, arXiv:2405.18392; Hu et al. 2024, MiniCPM, Sec. 4):
 * `cosine`: the same 24 (N, D) points as independent runs, each with its own cosine schedule
   over exactly its steps (`grid` sweep, the project's usual rules).
 
-Measured on 2 idle CPU cores (fresh workdirs, `ladder run --parallel=2`; Approach 3, E free,
-200 bootstrap resamples of the runs, seed 0; `tests/ladder/test_cpu_branches.py`, `make
-test-demo`, checks the same):
+Measured on 2 idle CPU cores (fresh workdirs, `ladder run --parallel=2`, whose two long-lived
+workers train run after run; Approach 3, E free, 200 bootstrap resamples of the runs, seed 0;
+`tests/ladder/test_cpu_branches.py`, `make test-demo`, 251 s in all, checks the same):
 
-  preset    alpha                beta                 E (floor 1.2425)     FLOPs    wall   user CPU
-  wsd       1.231 [0.867, 1.874] 0.869 [0.750, 1.243] 1.260 [1.233, 1.281] 4.68e11  167 s  287 s
-  cosine    1.146 [0.566, 1.290] 0.923 [0.727, 1.284] 1.250 [1.121, 1.265] 9.52e11  206 s  362 s
+  preset  alpha                beta                 E (floor 1.2425)     FLOPs    wall   worker CPU
+  wsd     1.256 [0.894, 1.911] 0.857 [0.733, 1.243] 1.258 [1.235, 1.279] 4.68e11  104 s  188 s
+  cosine  1.146 [0.590, 1.359] 0.927 [0.724, 1.284] 1.251 [1.127, 1.268] 9.52e11  118 s  229 s
 
 Each of the branches' alpha, beta and E lies inside the cosine fit's 95% interval, for 49.2% of
-its FLOPs (E only just: 1.260 against an upper end of 1.265). Both fits have R^2 0.99; the
-cosine fit passes every self-check, the branches' fails one, `interval_bounds` (alpha's interval
-is wider than 1.0: 24 points at 4 sizes do not pin alpha down). Last session, on a loaded
-machine, the same ladders gave 1.269 / 0.872 / 1.262 (wsd) and 1.162 / 0.906 / 1.249 (cosine).
-A branch's loss is on average 0.09 nats below the cosine run of the same (N, D) (0.46 below at
-the smallest, never more than 0.004 above). At these sizes each run's start-up and compilation
-(28 runs against 24) cost about as much as its steps, so the wall time falls by 19%, not by half.
+its FLOPs (E with the least room: 1.258 against an upper end of 1.268). Before the pool of
+workers (a process per run) the wsd ladder took 211 s on the same machine, with bitwise the same
+28 losses. Earlier figures, before the CPU dot change (`scaling.xla_options`): 1.231 / 0.869 /
+1.260 (wsd) and 1.146 / 0.923 / 1.250 (cosine). Both fits have R^2 0.99; the cosine fit passes
+every self-check, the branches' fails one, `interval_bounds` (alpha's interval is wider than
+1.0: 24 points at 4 sizes do not pin alpha down). A branch's loss is on average 0.09 nats below
+the cosine run of the same (N, D) (0.46 below at the smallest, never more than 0.004 above).
+The wall time falls by 12%, not by half: the trunks are trained to 0.8 x the largest D and
+branches wait for their trunk, so the d4 trunk (a third of the ladder's compute) sets the pace.
 """
 
 import ml_collections
