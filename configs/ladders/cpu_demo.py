@@ -25,14 +25,17 @@
   held-out -2.06% with one failed check (leave-one-budget-out 2.24x) after it, from losses that
   moved by 0.003 nats on most rungs.
 
-Measured on a fresh workdir, 2 idle CPU cores (`make demo`'s three commands: 4 m 39 s wall,
-8 m 05 s user CPU; Approach 3, E free, 200 bootstrap resamples of the fit's residuals):
-E = 1.232 [1.143, 1.272] (-0.85% from the floor 1.2425), alpha = 1.14 [0.94, 1.45], beta = 0.57
-[0.33, 0.84] (0.51 and 0.51 wide); held-out loss 1.2867 predicted 1.2791 (-0.6%), inside its
-95% prediction interval [1.238, 1.319]; excess over the floor 0.354 / 0.061 = 5.8x; every
-IsoFLOP minimum inside its profile (3rd of 4, 3rd of 5, 3rd of 6); R^2 0.974, RMSE of log loss
-0.0101; 8 of 8 checks ok. The same ladder with `--config.run.train.seed=1` (a probe of training
-noise): E 1.253 (+0.8%), held-out -0.1% inside [1.210, 1.350], excess 6.7x, minima inside, but
+Measured on a fresh workdir, 2 idle CPU cores (`make demo`'s three commands: 3 m 39 s wall
+through the ladder's two long-lived workers, 4 m 39 s before them; Approach 3, E free, 200
+bootstrap resamples of the fit's residuals): E = 1.226 [1.146, 1.270] (-1.3% from the floor
+1.2425), alpha = 1.01 [0.725, 1.23], beta = 0.57 [0.340, 0.870] (0.51 and 0.53 wide); held-out
+loss 1.2859 predicted 1.2750 (-0.85%), inside its 95% prediction interval [1.229, 1.313];
+excess over the floor 0.356 / 0.063 = 5.6x; every IsoFLOP minimum inside its profile (3rd of 4,
+3rd of 5, 2nd of 6); R^2 0.972, RMSE of log loss 0.0105; 8 of 8 checks ok. (The previous
+machine gave E -0.85%, held-out -0.6%, R^2 0.974, RMSE 0.0101 from the same ladder; here a
+process per run and the pool give bitwise the same losses.) The same ladder with
+`--config.run.train.seed=1` (a probe of training noise, previous machine): E 1.253 (+0.8%),
+held-out -0.1% inside [1.210, 1.350], excess 6.7x, minima inside, but
 R^2 0.911, RMSE 0.0186 and alpha [0.79, 2.13], so the `interval_bounds` check fails: at this
 rate single rungs move by up to 0.05 nats between seeds (1e10 d4: 1.479 vs 1.526).
 
