@@ -12,6 +12,7 @@ also be given as `--config=CONFIG`, and any field overridden with `--config.a.b=
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -237,8 +238,9 @@ def _worker(fv, workdir: str) -> int:
   if fv["serve"].value:
     if run_id:
       raise ScalingError("scaling ladder worker: give --run_id=ID or --serve, not both")
-    from scaling.ladder import pool
-    return pool.serve(workdir)
+    from scaling.ladder import pool, runner
+    return pool.serve(functools.partial(runner.work, workdir),
+                      functools.partial(runner.log_path, workdir))
   if not run_id:
     raise ScalingError("scaling ladder worker needs --run_id=ID (see `scaling ladder status`)")
   from scaling.ladder import runner

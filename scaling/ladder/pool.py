@@ -20,9 +20,10 @@ import json
 import logging
 import os
 import select
+import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from scaling.errors import ScalingError
 
@@ -108,10 +109,17 @@ def _output_to(path: str) -> Iterator[None]:
       os.close(f)
 
 
-def serve(workdir) -> int:
-  """The worker's loop: trains each run id read from stdin, answering on the original stdout."""
-  from scaling.ladder import runner
+def serve(work: Callable[[str], dict], log_path: Callable[[str], str]) -> int:
+  """The worker's loop: trains each run id read from stdin with `work(run_id)` (a run_state),
+  its output appended to `log_path(run_id)`, and answers on the original stdout.
 
+  The callables come from the caller (`runner.work`, `runner.log_path`), so this module, which
+  the runner imports, imports nothing of the runner's.
+  """
+  # Ctrl-C reaches every process of the terminal's group: a busy worker's run stops cleanly
+  # (`train.stop` installs its own handler for the run), an idle one waits for the runner to
+  # end it rather than printing a KeyboardInterrupt traceback.
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
   reply = os.fdopen(os.dup(1), "w", buffering=1)
   # Nothing but answers may reach the runner's pipe: between runs stdout goes nowhere.
   devnull = os.open(os.devnull, os.O_WRONLY)
@@ -121,9 +129,9 @@ def serve(workdir) -> int:
     run_id = line.strip()
     if not run_id:
       continue
-    with _output_to(runner.log_path(workdir, run_id)):
+    with _output_to(log_path(run_id)):
       try:
-        state = runner.work(workdir, run_id)["state"]
+        state = work(run_id)["state"]
       except ScalingError as e:  # bad input: its one line, as `ladder worker --run_id` gives
         log.error("run %s: %s", run_id, e)
         state = "failed"

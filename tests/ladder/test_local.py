@@ -115,6 +115,31 @@ def test_parallel_runs_train_in_two_long_lived_workers(tmp_path, data_dir, capsy
   assert os.environ.get("XLA_FLAGS")  # subprocesses saw the same 8 simulated devices
 
 
+def test_ctrl_c_on_a_parallel_ladder_stops_cleanly_and_a_rerun_finishes(tmp_path, data_dir):
+  w = tmp_path / "ladder"
+  # A terminal's Ctrl-C: SIGINT to the runner and its workers at once (one process group).
+  a = subprocess.Popen(
+      [sys.executable, "-m", "scaling.cli", "ladder", "run", TINY, f"--workdir={w}",
+       "--parallel=2", f"--config.run.data.data_dir={data_dir}"],
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+      start_new_session=True)
+  deadline = time.time() + 240
+  while time.time() < deadline and a.poll() is None:
+    if (w / "ladder.json").exists() and any(
+        store.run_state(w, i)["steps_done"] > 0 for i in _ids(w)):
+      break
+    time.sleep(0.05)
+  assert a.poll() is None, a.communicate()[0]
+  os.killpg(a.pid, signal.SIGINT)
+  out = a.communicate(timeout=120)[0]
+  assert "ladder interrupted; run the same command again to resume" in out, out
+  assert "Traceback" not in out and a.returncode == 1, out
+  assert not any((w / "runs" / i / store.LOCK).exists() for i in _ids(w))
+  assert cli.main(["ladder", "run", TINY, f"--workdir={w}", "--parallel=2",
+                   f"--config.run.data.data_dir={data_dir}"]) == 0
+  assert all(store.run_state(w, i)["state"] == "complete" for i in _ids(w))
+
+
 def _wait_any(workers, limit_s: float = 120) -> list[str]:
   deadline, ended = time.time() + limit_s, []
   while not ended and time.time() < deadline:
@@ -140,5 +165,8 @@ def test_pool_worker_answers_and_dead_workers_are_replaced(tmp_path):
   assert workers.busy["nope"] is not idle
   assert _wait_any(workers) == ["nope"] and len(workers.idle) == 1
   (last,) = workers.idle
+  last.send_signal(signal.SIGINT)  # Ctrl-C reaches the idle worker too: it waits to be ended
+  time.sleep(1.0)
+  assert last.poll() is None
   workers.close()  # end of input ends a worker cleanly
   assert last.returncode == 0
