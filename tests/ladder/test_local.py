@@ -99,28 +99,14 @@ def test_killed_runner_keeps_results_and_two_runners_share_the_work(tmp_path, da
   assert not any((w / "runs" / i / store.LOCK).exists() for i in ids)
 
 
-def test_parallel_runs_train_in_two_long_lived_workers(tmp_path, data_dir, capsys):
-  w = tmp_path / "par"
-  assert cli.main(["ladder", "run", TINY, f"--workdir={w}", "--parallel=2",
-                   f"--config.run.data.data_dir={data_dir}"]) == 0
-  assert "[3/3 done]" in capsys.readouterr().out
-  ids = _ids(w)
-  assert all(store.run_state(w, i)["state"] == "complete" for i in ids)
-  # Three runs, at most two worker processes: a worker trains run after run.
-  pids = {a["pid"] for i in ids for a in runner.attempts(w, i)}
-  assert 1 <= len(pids) <= 2 and os.getpid() not in pids
-  for i in ids:  # each run's own output in its log, none of another run's
-    log = (w / "runs" / i / "train.log").read_text()
-    assert f"{i}: complete" in log and all(f"{j}: complete" not in log for j in ids if j != i)
-  assert os.environ.get("XLA_FLAGS")  # subprocesses saw the same 8 simulated devices
-
-
-def test_ctrl_c_on_a_parallel_ladder_stops_cleanly_and_a_rerun_finishes(tmp_path, data_dir):
+def test_ctrl_c_on_a_parallel_ladder_stops_cleanly_and_a_rerun_finishes(tmp_path, data_dir,
+                                                                        capsys):
   w = tmp_path / "ladder"
+  two = "--config.ladder.sweeps.iso.depths=(1,2)"
   # A terminal's Ctrl-C: SIGINT to the runner and its workers at once (one process group).
   a = subprocess.Popen(
       [sys.executable, "-m", "scaling.cli", "ladder", "run", TINY, f"--workdir={w}",
-       "--parallel=2", f"--config.run.data.data_dir={data_dir}"],
+       "--parallel=2", f"--config.run.data.data_dir={data_dir}", two],
       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
       start_new_session=True)
   deadline = time.time() + 240
@@ -136,8 +122,15 @@ def test_ctrl_c_on_a_parallel_ladder_stops_cleanly_and_a_rerun_finishes(tmp_path
   assert "Traceback" not in out and a.returncode == 1, out
   assert not any((w / "runs" / i / store.LOCK).exists() for i in _ids(w))
   assert cli.main(["ladder", "run", TINY, f"--workdir={w}", "--parallel=2",
-                   f"--config.run.data.data_dir={data_dir}"]) == 0
-  assert all(store.run_state(w, i)["state"] == "complete" for i in _ids(w))
+                   f"--config.run.data.data_dir={data_dir}", two]) == 0
+  assert "[2/2 done]" in capsys.readouterr().out
+  ids = _ids(w)
+  assert all(store.run_state(w, i)["state"] == "complete" for i in ids)
+  assert os.getpid() not in {a["pid"] for i in ids for a in runner.attempts(w, i)}
+  for i in ids:  # each run's own output in its log, none of another run's
+    log = (w / "runs" / i / "train.log").read_text()
+    assert f"{i}: complete" in log and all(f"{j}: complete" not in log for j in ids if j != i)
+  assert os.environ.get("XLA_FLAGS")  # the workers saw the same 8 simulated devices
 
 
 def _wait_any(workers, limit_s: float = 120) -> list[str]:
@@ -159,6 +152,9 @@ def test_pool_worker_answers_and_dead_workers_are_replaced(tmp_path):
   log = (w / "runs" / "nope" / "train.log").read_text()
   assert "has no spec.json" in log and "Traceback" not in log
   (idle,) = workers.idle
+  workers.start("nope")  # the same process takes the next run
+  assert workers.busy["nope"] is idle
+  assert _wait_any(workers) == ["nope"] and workers.idle == [idle]
   idle.kill()  # an idle worker that died (out of memory, say) is not handed the next run
   idle.wait()
   workers.start("nope")
