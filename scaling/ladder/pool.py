@@ -30,16 +30,18 @@ from scaling.errors import ScalingError
 log = logging.getLogger(__name__)
 
 
-def command(workdir) -> list[str]:
-  """The worker process: `scaling ladder worker DIR --serve`."""
-  return [sys.executable, "-m", "scaling.cli", "ladder", "worker", os.fspath(workdir), "--serve"]
+def command(workdir, *flags: str) -> list[str]:
+  """`scaling ladder worker DIR FLAGS...` in this Python: `--serve` for a pool worker,
+  `--run_id=ID` for one run (`runner.worker_command`)."""
+  return [sys.executable, "-m", "scaling.cli", "ladder", "worker", os.fspath(workdir), *flags]
 
 
 class Pool:
-  """Up to `size` worker processes for one ladder workdir; `start` one run, `wait` for any."""
+  """Worker processes for one ladder workdir: `start` a run on an idle one (or a new one),
+  `wait` for any to end. The caller decides how many run at once."""
 
-  def __init__(self, workdir, size: int):
-    self.workdir, self.size = workdir, size
+  def __init__(self, workdir):
+    self.workdir = workdir
     self.idle: list[subprocess.Popen] = []
     self.busy: dict[str, subprocess.Popen] = {}
 
@@ -47,7 +49,7 @@ class Pool:
     while self.idle and self.idle[-1].poll() is not None:  # died while idle
       self.idle.pop()
     proc = self.idle.pop() if self.idle else subprocess.Popen(
-        command(self.workdir), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        command(self.workdir, "--serve"), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     proc.stdin.write(run_id.encode() + b"\n")
     proc.stdin.flush()
     self.busy[run_id] = proc
@@ -72,13 +74,13 @@ class Pool:
     return ended
 
   def interrupt(self) -> None:
-    """SIGTERM to every busy worker (each run checkpoints and records `interrupted`), then ends
-    them all."""
+    """SIGTERM to every busy worker: each run checkpoints, records `interrupted` and ends its
+    worker (`close` then waits for them)."""
     for proc in self.busy.values():
       proc.terminate()
-    self.close()
 
   def close(self) -> None:
+    """Ends every worker (end of input) and waits for them."""
     procs = [*self.idle, *self.busy.values()]
     for proc in procs:
       with contextlib.suppress(BrokenPipeError):

@@ -228,8 +228,7 @@ def run_local(workdir, rungs: list[Rung], todo: list[Rung], *, parallel: int = 1
 
 
 def worker_command(workdir, run_id: str) -> list[str]:
-  return [sys.executable, "-m", "scaling.cli", "ladder", "worker", os.fspath(workdir),
-          f"--run_id={run_id}"]
+  return pool.command(workdir, f"--run_id={run_id}")
 
 
 def log_path(workdir, run_id: str) -> str:
@@ -242,13 +241,9 @@ def log_path(workdir, run_id: str) -> str:
   return os.path.join(tempfile.gettempdir(), "scaling-ladder", f"{run_id}.log")
 
 
-def _progress(workdir, running) -> str:
-  parts = []
-  for rid in running:
-    s = store.run_state(workdir, rid)
-    steps = (store.read_json(store.run_dir(workdir, rid) / store.SPEC) or {}).get(
-        "train", {}).get("steps", "?")
-    parts.append(f"{rid} step {s['steps_done']}/{steps}")
+def _progress(workdir, running: list[Rung]) -> str:
+  parts = [f"{r.run_id} step {store.run_state(workdir, r.run_id)['steps_done']}/"
+           f"{r.config.train.steps}" for r in running]
   return "running: " + ", ".join(parts) if parts else ""
 
 
@@ -260,7 +255,8 @@ def _run_parallel(workdir, todo: list[Rung], parallel: int, done: int, total: in
   order, 4 m 02 s costliest first, the same 16 losses).
   """
   queue, held = ordered(todo), []
-  workers = pool.Pool(workdir, parallel)
+  by_id = {r.run_id: r for r in todo}
+  workers = pool.Pool(workdir)
   last_line = ""
   try:
     while queue or workers.busy or held:
@@ -279,7 +275,6 @@ def _run_parallel(workdir, todo: list[Rung], parallel: int, done: int, total: in
         r = startable.pop(0)
         queue.remove(r)
         workers.start(r.run_id)
-      by_id = {r.run_id: r for r in todo}
       for rid in workers.wait(timeout_s=1.0):
         state = store.run_state(workdir, rid)
         if state["state"] == "running":  # the worker found it locked by another runner
@@ -288,7 +283,7 @@ def _run_parallel(workdir, todo: list[Rung], parallel: int, done: int, total: in
           continue
         done += state["state"] == "complete"
         say(f"[{done}/{total} done] {rid}: {_fmt_state(state)}")
-      line = _progress(workdir, workers.busy)
+      line = _progress(workdir, [by_id[rid] for rid in workers.busy])
       if line and line != last_line:
         say(f"[{done}/{total} done] {line}")
         last_line = line

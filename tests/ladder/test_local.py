@@ -143,7 +143,7 @@ def _wait_any(workers, limit_s: float = 120) -> list[str]:
 def test_pool_worker_answers_and_dead_workers_are_replaced(tmp_path):
   w = tmp_path / "empty"
   (w / "runs" / "nope").mkdir(parents=True)
-  workers = pool.Pool(w, 2)
+  workers = pool.Pool(w)
   workers.start("nope")
   workers.busy["nope"].kill()  # dies mid-run (still importing): seen as the run's end
   assert _wait_any(workers) == ["nope"] and not workers.busy and not workers.idle
