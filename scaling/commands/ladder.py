@@ -239,7 +239,10 @@ def _worker(fv, workdir: str) -> int:
     if run_id:
       raise ScalingError("scaling ladder worker: give --run_id=ID or --serve, not both")
     from scaling.ladder import pool, runner
-    return pool.serve(functools.partial(runner.work, workdir),
+    from scaling.train.programs import Programs
+
+    # One worker trains run after run: the rungs of one shape share their jitted programs.
+    return pool.serve(functools.partial(runner.work, workdir, programs=Programs()),
                       functools.partial(runner.log_path, workdir))
   if not run_id:
     raise ScalingError("scaling ladder worker needs --run_id=ID (see `scaling ladder status`)")

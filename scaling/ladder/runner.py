@@ -29,6 +29,7 @@ from scaling.errors import ScalingError
 from scaling.ladder import pool, store
 from scaling.ladder.spec import Rung
 from scaling.train import record
+from scaling.train.programs import Programs
 
 log = logging.getLogger(__name__)
 ATTEMPTS = "attempts.jsonl"
@@ -120,8 +121,11 @@ def _evaluate(d, cfg, run_id: str) -> None:
     log.error("run %s: evaluation failed: %s", run_id, e)
 
 
-def work(workdir, run_id: str) -> dict:
+def work(workdir, run_id: str, programs: Programs | None = None) -> dict:
   """Trains run `run_id` of the ladder in `workdir` (resuming it); returns its run_state.
+
+  `programs`: the jitted programs of the runs this process trained before
+  (`scaling.train.programs`), which a run of the same shape reuses.
 
   In a multi-process run (a pod slice, a multi-task Slurm step) every process trains the run
   together, so no lock is taken: one launcher owns the whole slice.
@@ -141,7 +145,7 @@ def work(workdir, run_id: str) -> dict:
                        f"--workdir={workdir}` to prepare it")
   cfg = ml_collections.ConfigDict(spec)
   if jax.process_count() > 1:
-    train(cfg, os.fspath(d))
+    train(cfg, os.fspath(d), programs=programs)
     _evaluate(d, cfg, run_id)
     return store.run_state(workdir, run_id)
   with store.locked(d) as got:
@@ -159,7 +163,7 @@ def work(workdir, run_id: str) -> dict:
           time=time.time(), host=socket.gethostname(), pid=os.getpid(),
           from_step=before["steps_done"], slurm_job=os.environ.get("SLURM_JOB_ID")))
     try:
-      train(cfg, os.fspath(d))
+      train(cfg, os.fspath(d), programs=programs)
     except ScalingError as e:
       log.error("run %s failed: %s", run_id, e)
     else:
@@ -191,6 +195,7 @@ def run_local(workdir, rungs: list[Rung], todo: list[Rung], *, parallel: int = 1
   say(f"ladder: {total} runs, {done} complete, {len(todo)} to run in {workdir}")
   if parallel <= 1:
     queue, held = ordered(todo), []
+    programs = Programs()  # the rungs of one shape share their programs
     while queue or held:
       r = next((x for x in queue if ready(workdir, x)), None)
       if r is None and held:
@@ -209,7 +214,7 @@ def run_local(workdir, rungs: list[Rung], todo: list[Rung], *, parallel: int = 1
           f"N={r.counts['params_non_embedding']:,} D={r.counts['tokens']:,} "
           f"steps={r.config.train.steps}")
       try:
-        state = work(workdir, r.run_id)
+        state = work(workdir, r.run_id, programs)
       except Exception as e:  # noqa: BLE001 - one broken run must not stop the ladder
         log.exception("run %s crashed", r.run_id)
         state = dict(store.run_state(workdir, r.run_id), state="failed", error=str(e))

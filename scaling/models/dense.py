@@ -262,10 +262,19 @@ def build_model(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None =
   layers' kernels run (default: `KernelBackend.resolve()` when the model is built).
   """
   seed = cfg.train.seed if seed is None else seed
-  rules = dict(cfg.mesh.rules)
   kernels = kernels or KernelBackend.resolve()
   if mesh is None:
-    return Transformer(cfg.model, rules, rngs=nnx.Rngs(seed), kernels=kernels)
+    return Transformer(cfg.model, dict(cfg.mesh.rules), rngs=nnx.Rngs(seed), kernels=kernels)
+  graphdef, init = initializer(cfg, mesh, seed, kernels)
+  return nnx.merge(graphdef, init())
+
+
+def initializer(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, seed: int,
+                kernels: KernelBackend) -> tuple[nnx.GraphDef, Callable[[], nnx.State]]:
+  """(graphdef, init): `init()` returns the parameters (an NNX State) initialised from `seed`
+  in their sharded layout, by one jitted program that a caller may keep and run again
+  (`scaling.train.programs`: the rungs of one shape share it)."""
+  rules = dict(cfg.mesh.rules)
   graphdef, abstract_state = nnx.split(abstract_model(cfg, kernels))
   check_divisible(abstract_state, dict(mesh.shape), rules)
   shardings = state_shardings(abstract_state, mesh, rules)
@@ -274,11 +283,15 @@ def build_model(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None =
   def init():
     return nnx.state(Transformer(cfg.model, rules, rngs=nnx.Rngs(seed), kernels=kernels))
 
-  with jax.set_mesh(mesh):
-    # The initialiser runs once: compiled for speed on the CPU (`scaling.xla_options.INIT`).
-    state = jax.jit(init, out_shardings=shardings,
-                    compiler_options=xla_options.for_platform(xla_options.INIT, mesh))()
-  return nnx.merge(graphdef, state)
+  # The initialiser runs once a run: compiled for speed on the CPU (`scaling.xla_options.INIT`).
+  jitted = jax.jit(init, out_shardings=shardings,
+                   compiler_options=xla_options.for_platform(xla_options.INIT, mesh))
+
+  def run() -> nnx.State:
+    with jax.set_mesh(mesh):
+      return jitted()
+
+  return graphdef, run
 
 
 def moe_layer_fn(cfg: ml_collections.ConfigDict, mode: str = "fwd_bwd",

@@ -35,13 +35,14 @@ from scaling.config import validate
 from scaling.errors import ScalingError, require
 from scaling.kernels.backend import KernelBackend
 from scaling.models import parametrization as mup
-from scaling.models.dense import build_model
+from scaling.models.dense import initializer
 from scaling.parallel import sharding
 from scaling.parallel.mesh import make_mesh
 from scaling.train import identity, record
 from scaling.train.checkpoint import Checkpointer, branch_steps, restore_branch
 from scaling.train.events import MetricSinks
 from scaling.train.optimizer import make_optimizer, schedule
+from scaling.train.programs import Programs, program_key
 from scaling.train.step import AuxLossFn, NoiseScale, make_steps
 from scaling.train.stop import StopFlag
 
@@ -91,46 +92,94 @@ class Trainer:
 
 def build_trainer(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                   aux_loss_fn: AuxLossFn | None = None, *,
-                  kernels: KernelBackend | None = None) -> Trainer:
+                  kernels: KernelBackend | None = None,
+                  programs: Programs | None = None) -> Trainer:
   """Builds the sharded state and the jitted steps (explicit in/out shardings, donated state).
 
   kernels: where the MoE layers' kernels run (default `KernelBackend.resolve()`: the compiled
   kernels on GPU, the references on CPU), fixed now as a static field of the layers.
+  programs: jitted programs kept from earlier runs of this process (`scaling.train.programs`);
+  a run of the same shape reuses them instead of tracing its own.
   """
-  model = build_model(cfg, mesh, kernels=kernels)
-  graphdef, params = nnx.split(model)
-  optimizer = make_optimizer(cfg.train, cfg.model)  # the model's per-group LR multipliers (μP)
-  replicated = NamedSharding(mesh, PartitionSpec())
-  with jax.set_mesh(mesh):
-    # Optimizer state is initialised where its parameters live (sharding propagates).
-    opt_state = jax.jit(optimizer.init)(params)
-  state = {"step": jax.device_put(jnp.zeros((), jnp.int32), replicated), "params": params,
-           "opt_state": opt_state}
-  state_shardings = jax.tree.map(lambda x: x.sharding, state)
-  batch_axes = sharding.mesh_axes("batch", cfg.mesh.rules)
-  batch_sharding = NamedSharding(mesh, PartitionSpec(batch_axes or None, None))
-  train_step, eval_step = make_steps(graphdef, cfg, optimizer, aux_loss_fn)
-  # Layers that shard by hand (MoE expert parallelism, Pallas kernels per batch shard) read the
-  # mesh at trace time: bind it here, so the steps are right even outside `jax.set_mesh`.
-  train_step, eval_step = (_under_mesh(f, mesh) for f in (train_step, eval_step))
-  options = xla_options.for_platform(xla_options.STEPS, mesh)
-  placed = dict(in_shardings=(state_shardings, batch_sharding, replicated),
-                out_shardings=(state_shardings, replicated), donate_argnums=0)
-  step_with_lr = jax.jit(train_step, **placed, compiler_options=options)
-  # JAX takes compile options on a top-level jit only: traced inside another program (a user's
-  # jit, `jax.export` for CUDA) the step is the same jit without them.
-  nested = jax.jit(train_step, **placed) if options else step_with_lr
+  kernels = kernels or KernelBackend.resolve()
+  programs = programs if programs is not None else Programs(size=1)
+  key = program_key(cfg, mesh, aux_loss_fn, kernels)
+  init = programs.get(("init", key), lambda: _Initializers.build(cfg, mesh, kernels))
+  state = init.state()
+  steps = programs.get(("steps", key), lambda: _Steps.build(cfg, mesh, init.graphdef, state,
+                                                            aux_loss_fn))
   # The rate is computed on the device by its own small program and passed in, so the step
   # itself holds no schedule constant (make_steps): rungs of one shape share its compilation.
-  lr_of = jax.jit(schedule(cfg.train), out_shardings=replicated)
+  lr_of = jax.jit(schedule(cfg.train), out_shardings=steps.replicated)
 
   def train_step(state, batch):
-    step = nested if isinstance(state["step"], jax.core.Tracer) else step_with_lr
+    step = steps.nested if isinstance(state["step"], jax.core.Tracer) else steps.with_lr
     return step(state, batch, lr_of(state["step"]))
 
-  eval_step = jax.jit(eval_step, in_shardings=(state_shardings["params"], batch_sharding),
-                      out_shardings=replicated, compiler_options=options)
-  return Trainer(state, train_step, eval_step, batch_sharding, replicated, step_with_lr)
+  return Trainer(state, train_step, steps.eval_step, steps.batch_sharding, steps.replicated,
+                 steps.with_lr)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Initializers:
+  """A shape's jitted parameter and optimizer-state initialisers."""
+
+  graphdef: nnx.GraphDef
+  params: Callable  # () -> params (NNX State), sharded by the rules
+  opt_init: Callable  # params -> optimizer state, where its parameters live
+  replicated: NamedSharding
+
+  @classmethod
+  def build(cls, cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+            kernels: KernelBackend) -> _Initializers:
+    graphdef, params = initializer(cfg, mesh, cfg.train.seed, kernels)
+    # The schedule is no part of the optimizer's state: any run of the shape may initialise it.
+    optimizer = make_optimizer(cfg.train, cfg.model)  # the model's per-group LR multipliers (μP)
+    return cls(graphdef, params, jax.jit(optimizer.init), NamedSharding(mesh, PartitionSpec()))
+
+  def state(self) -> dict:
+    """A fresh train state {"step", "params", "opt_state"}."""
+    params = self.params()
+    with jax.set_mesh(self.replicated.mesh):
+      # Optimizer state is initialised where its parameters live (sharding propagates).
+      opt_state = self.opt_init(params)
+    return {"step": jax.device_put(jnp.zeros((), jnp.int32), self.replicated), "params": params,
+            "opt_state": opt_state}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Steps:
+  """A shape's jitted train and eval steps."""
+
+  with_lr: Callable  # (state, batch, lr) -> (state, metrics), donating state
+  nested: Callable  # the same, for tracing inside another program
+  eval_step: Callable  # (params, batch) -> {"nll_sum", "count"}
+  batch_sharding: NamedSharding
+  replicated: NamedSharding
+
+  @classmethod
+  def build(cls, cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+            graphdef: nnx.GraphDef, state: dict, aux_loss_fn: AuxLossFn | None) -> _Steps:
+    replicated = NamedSharding(mesh, PartitionSpec())
+    state_shardings = jax.tree.map(lambda x: x.sharding, state)
+    batch_axes = sharding.mesh_axes("batch", cfg.mesh.rules)
+    batch_sharding = NamedSharding(mesh, PartitionSpec(batch_axes or None, None))
+    # The step is given its rate, so the optimizer's own schedule is never traced.
+    train_step, eval_step = make_steps(graphdef, cfg, make_optimizer(cfg.train, cfg.model),
+                                       aux_loss_fn)
+    # Layers that shard by hand (MoE expert parallelism, Pallas kernels per batch shard) read
+    # the mesh at trace time: bind it here, so the steps are right even outside `jax.set_mesh`.
+    train_step, eval_step = (_under_mesh(f, mesh) for f in (train_step, eval_step))
+    options = xla_options.for_platform(xla_options.STEPS, mesh)
+    placed = dict(in_shardings=(state_shardings, batch_sharding, replicated),
+                  out_shardings=(state_shardings, replicated), donate_argnums=0)
+    with_lr = jax.jit(train_step, **placed, compiler_options=options)
+    # JAX takes compile options on a top-level jit only: traced inside another program (a
+    # user's jit, `jax.export` for CUDA) the step is the same jit without them.
+    nested = jax.jit(train_step, **placed) if options else with_lr
+    eval_step = jax.jit(eval_step, in_shardings=(state_shardings["params"], batch_sharding),
+                        out_shardings=replicated, compiler_options=options)
+    return cls(with_lr, nested, eval_step, batch_sharding, replicated)
 
 
 def _under_mesh(fn: Callable, mesh: jax.sharding.Mesh) -> Callable:
@@ -143,12 +192,12 @@ def _under_mesh(fn: Callable, mesh: jax.sharding.Mesh) -> Callable:
 
 def train(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
           aux_loss_fn: AuxLossFn | None = None, devices=None,
-          kernels: KernelBackend | None = None) -> dict:
+          kernels: KernelBackend | None = None, programs: Programs | None = None) -> dict:
   """Trains `cfg` into `workdir` (resuming if it holds checkpoints); returns the run record
   (`RunRecord.to_json()`, what result.json holds).
 
   `workdir` is a local path or a `gs://` URL (`scaling.storage`). `devices` (default: all)
-  make the mesh; `kernels` as in `build_trainer`.
+  make the mesh; `kernels` and `programs` as in `build_trainer`.
   """
   from scaling.data import data_info
 
@@ -167,7 +216,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
   check_run_config(cfg, dict(mesh.shape), info.vocab_size)
   is_chief = jax.process_index() == 0
   workdir.mkdir(parents=True, exist_ok=True)
-  trainer = build_trainer(cfg, mesh, aux_loss_fn, kernels=kernels)
+  trainer = build_trainer(cfg, mesh, aux_loss_fn, kernels=kernels, programs=programs)
   t = cfg.train
   with contextlib.ExitStack() as cleanup:  # orbax's threads, event files, the bar: always
     ckpt = Checkpointer(workdir, every=t.checkpoint_every, keep=t.keep_checkpoints,
@@ -238,8 +287,15 @@ class Inputs:
                               global_batch=t.global_batch, seed=t.seed, **shard)
     self.eval = make_batches(cfg.data, split="validation", seq_len=t.seq_len,
                              global_batch=t.global_batch, seed=EVAL_SEED, **shard)
+    self._eval_on_device: list[dict] | None = None
 
   def to_device(self, batch: dict) -> dict:
+    """This process's rows of a global batch as global [batch, seq] arrays."""
+    if jax.process_count() == 1:
+      # The whole batch is local: one transfer of the dict, without the per-array bookkeeping
+      # of assembling a global array from process shards (~1 ms a step for a CPU rung).
+      return jax.device_put({k: np.asarray(v) for k, v in batch.items()},
+                            self.trainer.batch_sharding)
     shape = (self.t.global_batch, self.t.seq_len)
     return {k: jax.make_array_from_process_local_data(self.trainer.batch_sharding,
                                                       np.asarray(v), shape)
@@ -247,8 +303,11 @@ class Inputs:
 
   def evaluate(self, params) -> float:
     """Mean held-out NLL (nats per token) over `train.eval_batches` batches."""
-    sums = [self.trainer.eval_step(params, self.to_device(self.eval[i]))
-            for i in range(self.t.eval_batches)]
+    if self._eval_on_device is None:
+      # The same batches at every evaluation of the run (a trunk evaluates at each fork): read
+      # and placed once. Host-side cost only; [eval_batches, batch, seq] int32 on the device.
+      self._eval_on_device = [self.to_device(self.eval[i]) for i in range(self.t.eval_batches)]
+    sums = jax.device_get([self.trainer.eval_step(params, b) for b in self._eval_on_device])
     nll = sum(float(s["nll_sum"]) for s in sums)
     return nll / max(1.0, sum(float(s["count"]) for s in sums))
 

@@ -146,11 +146,14 @@ def test_moe_trains_with_expert_parallelism_and_logs_router_stats(tiny_cfg, tmp_
 @pytest.mark.slow(seconds=25)
 def test_schedule_is_an_input_of_the_compiled_step(tiny_cfg):
   """Runs of one shape compile one train step whatever their schedule (peak, length, warm-up,
-  kind): the rate is an argument, so a ladder's rungs and branches share the persistent
-  compilation cache. The rate passed is the schedule's own value at the state's step."""
+  kind) and cadences: the rate is an argument, so a ladder's rungs and branches share the
+  persistent compilation cache, and a worker's `Programs` may key them without those fields
+  (`scaling.train.programs.RUN_ONLY`: all of them are changed at once here). The rate passed is
+  the schedule's own value at the state's step."""
   from scaling.parallel.mesh import make_mesh
   from scaling.train.loop import build_trainer
   from scaling.train.optimizer import schedule
+  from scaling.train.programs import RUN_ONLY
 
   def lowered(**train):
     cfg = tiny_cfg.copy_and_resolve_references()
@@ -159,14 +162,51 @@ def test_schedule_is_an_input_of_the_compiled_step(tiny_cfg):
     batch = {k: jax.ShapeDtypeStruct((8, 64), dt, sharding=trainer.batch_sharding)
              for k, dt in (("inputs", np.int32), ("targets", np.int32), ("mask", np.float32))}
     lr = jax.ShapeDtypeStruct((), np.float32, sharding=trainer.replicated)
-    return trainer.step_program.lower(trainer.state, batch, lr).as_text()
+    return (trainer.step_program.lower(trainer.state, batch, lr).as_text(),
+            trainer.eval_step.lower(trainer.state["params"], batch).as_text())
 
   base = lowered()
-  assert lowered(lr=3e-3, steps=40, warmup_steps=5) == base
-  assert lowered(schedule="wsd", decay_fraction=0.5, decay_shape="1-sqrt") == base
-  assert lowered(weight_decay=0.0) != base  # a hyperparameter still baked in is seen as such
+  run_only = dict(steps=40, lr=3e-3, min_lr_ratio=0.5, warmup_steps=5, schedule="wsd",
+                  decay_fraction=0.5, decay_shape="1-sqrt", log_every=3, eval_every=7,
+                  eval_batches=3, checkpoint_every=5, keep_checkpoints=1, flops_method="6N",
+                  hparam_rule="deepseek", hardware="cpu")
+  assert set(run_only) == RUN_ONLY
+  assert lowered(**run_only) == base
+  assert lowered(weight_decay=0.0)[0] != base[0]  # a hyperparameter still baked in is seen
+  # Adafactor scales its decay by the peak rate inside the step: there `lr` is keyed.
+  assert lowered(optimizer="adafactor")[0] != lowered(optimizer="adafactor", lr=3e-3)[0]
   rate = schedule(tiny_cfg.train)
   assert float(rate(0)) == 0.0 and float(rate(2)) == pytest.approx(1e-2)
+
+
+def test_runs_of_one_shape_reuse_their_programs_bitwise(tiny_cfg, tmp_path):
+  """A process that trains run after run (a ladder worker) keeps their jitted programs in a
+  `Programs`: a second run of the shape, with another schedule, reuses them (no new trace) and
+  ends bitwise where it ends when it builds its own."""
+  from scaling.train.programs import Programs, program_key
+
+  programs = Programs()
+  train(tiny_cfg, tmp_path / "first", programs=programs)
+  assert (programs.hits, programs.misses) == (0, 2)  # the initialisers and the steps
+  second = tiny_cfg.copy_and_resolve_references()
+  second.train.update(steps=8, lr=3e-3, schedule="wsd", warmup_steps=1)
+  reused = train(second, tmp_path / "reused", programs=programs)
+  assert (programs.hits, programs.misses) == (2, 2)
+  alone = train(second, tmp_path / "alone")
+  assert reused["final_eval_loss"] == alone["final_eval_loss"]
+  def numbers(run: str) -> list[dict]:  # every metric line, less its clock readings
+    return [{k: v for k, v in line.items() if k not in ("tokens_per_s", "step_time_s",
+                                                          "elapsed_s")}
+            for line in _metrics(tmp_path / run)]
+
+  assert numbers("reused") == numbers("alone") and len(numbers("alone")) == 4
+  # Another shape is another key.
+  from scaling.parallel.mesh import make_mesh
+
+  mesh = make_mesh(tiny_cfg.mesh)
+  wider = tiny_cfg.copy_and_resolve_references()
+  wider.model.d_ff = 128
+  assert program_key(wider, mesh, None, None) != program_key(tiny_cfg, mesh, None, None)
 
 
 def test_cpu_steps_compile_with_the_projects_xla_options(tiny_cfg, monkeypatch):
