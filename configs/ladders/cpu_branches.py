@@ -36,8 +36,9 @@ workers (a process per run) the wsd ladder took 211 s on the same machine, and 1
 188 s; the test 251 s) before the workers kept their programs (`scaling.train.programs`), with
 bitwise the same 28 losses each time. Dropping the largest ratio (190) was tried to cut the
 test's time: 22% less CPU (441 -> 343 CPU-s, both presets), but the cosine fit's alpha interval
-widens to [0.32, 2.41], a much weaker reference, so the grid stays. Earlier figures, before the CPU dot change (`scaling.xla_options`): 1.231 / 0.869 /
-1.260 (wsd) and 1.146 / 0.923 / 1.250 (cosine). Both fits have R^2 0.99; the cosine fit passes
+widens to [0.32, 2.41], a much weaker reference, so the grid stays. Earlier figures, before the
+CPU dot change (`scaling.xla_options`): 1.231 / 0.869 / 1.260 (wsd) and 1.146 / 0.923 / 1.250
+(cosine). Both fits have R^2 0.99; the cosine fit passes
 every self-check, the branches' fails one, `interval_bounds` (alpha's interval is wider than
 1.0: 24 points at 4 sizes do not pin alpha down). A branch's loss is on average 0.09 nats below
 the cosine run of the same (N, D) (0.46 below at the smallest, never more than 0.004 above).

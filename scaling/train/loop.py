@@ -48,6 +48,9 @@ from scaling.train.stop import StopFlag
 
 log = logging.getLogger(__name__)
 EVAL_SEED = 0  # every run of a ladder is evaluated on the same held-out batches
+# Held-out batches up to this size stay on the device between a run's evaluations (a CPU rung's
+# 64 batches of 8 x 64 tokens are 393 KB); larger sets are placed batch by batch each time.
+EVAL_KEEP_BYTES = 64 << 20
 
 
 def check_run_config(cfg: ml_collections.ConfigDict, mesh_shape: dict[str, int],
@@ -303,11 +306,16 @@ class Inputs:
 
   def evaluate(self, params) -> float:
     """Mean held-out NLL (nats per token) over `train.eval_batches` batches."""
-    if self._eval_on_device is None:
-      # The same batches at every evaluation of the run (a trunk evaluates at each fork): read
-      # and placed once. Host-side cost only; [eval_batches, batch, seq] int32 on the device.
-      self._eval_on_device = [self.to_device(self.eval[i]) for i in range(self.t.eval_batches)]
-    sums = jax.device_get([self.trainer.eval_step(params, b) for b in self._eval_on_device])
+    n = self.t.eval_batches
+    if self._eval_on_device is not None:
+      batches = self._eval_on_device
+    else:
+      batches = (self.to_device(self.eval[i]) for i in range(n))
+      # The same batches at every evaluation of the run (a trunk evaluates at each fork): kept
+      # on the device when they are small (3 arrays of 4-byte [batch, seq] each), else streamed.
+      if n * self.t.global_batch * self.t.seq_len * 12 <= EVAL_KEEP_BYTES:
+        batches = self._eval_on_device = list(batches)
+    sums = jax.device_get([self.trainer.eval_step(params, b) for b in batches])
     nll = sum(float(s["nll_sum"]) for s in sums)
     return nll / max(1.0, sum(float(s["count"]) for s in sums))
 
