@@ -15,6 +15,7 @@ and whether every run's final eval loss is bitwise the same in both variants.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -32,9 +33,9 @@ def _train_all(workdir: str, config: str, programs) -> dict[str, float]:
   rungs = spec.expand(lcfg)
   todo = runner.prepare(workdir, lcfg.ladder.name, rungs)
   losses = {}
-  for r in runner.ordered(todo):
-    state = runner.work(workdir, r.run_id, programs)
-    losses[r.run_id] = state.get("eval_loss")
+  with contextlib.redirect_stdout(sys.stderr):  # the runs' progress lines: stdout is the JSON
+    for r in runner.ordered(todo):
+      losses[r.run_id] = runner.work(workdir, r.run_id, programs).get("eval_loss")
   return losses
 
 
