@@ -58,7 +58,8 @@ def main(argv: list[str]) -> dict:
       began = time.perf_counter()
       losses[name] = _train_all(os.path.join(root, f"{name}{i}"), args.config, programs)
       seconds[name].append(time.perf_counter() - began)
-      hits = programs.hits if programs is not None else hits
+      if programs is not None:
+        hits = programs.hits
   med = {k: statistics.median(v) for k, v in seconds.items()}
   return {"config": args.config, "runs": len(losses["fresh"]), "rounds": args.rounds,
           "seconds": {k: round(v, 2) for k, v in med.items()},

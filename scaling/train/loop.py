@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -109,8 +110,7 @@ def build_trainer(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   key = program_key(cfg, mesh, aux_loss_fn, kernels)
   init = programs.get(("init", key), lambda: _Initializers.build(cfg, mesh, kernels))
   state = init.state()
-  steps = programs.get(("steps", key), lambda: _Steps.build(cfg, mesh, init.graphdef, state,
-                                                            aux_loss_fn))
+  steps = programs.get(("steps", key), lambda: _Steps.build(cfg, init, state, aux_loss_fn))
   # The rate is computed on the device by its own small program and passed in, so the step
   # itself holds no schedule constant (make_steps): rungs of one shape share its compilation.
   lr_of = jax.jit(schedule(cfg.train), out_shardings=steps.replicated)
@@ -129,6 +129,9 @@ class _Initializers:
 
   graphdef: nnx.GraphDef
   params: Callable  # () -> params (NNX State), sharded by the rules
+  # The schedule is no part of the optimizer's state, and the steps are given their rate: any
+  # run of the shape may build it. With the model's per-group LR multipliers (μP).
+  optimizer: optax.GradientTransformation
   opt_init: Callable  # params -> optimizer state, where its parameters live
   replicated: NamedSharding
 
@@ -136,9 +139,9 @@ class _Initializers:
   def build(cls, cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
             kernels: KernelBackend) -> _Initializers:
     graphdef, params = initializer(cfg, mesh, cfg.train.seed, kernels)
-    # The schedule is no part of the optimizer's state: any run of the shape may initialise it.
-    optimizer = make_optimizer(cfg.train, cfg.model)  # the model's per-group LR multipliers (μP)
-    return cls(graphdef, params, jax.jit(optimizer.init), NamedSharding(mesh, PartitionSpec()))
+    optimizer = make_optimizer(cfg.train, cfg.model)
+    return cls(graphdef, params, optimizer, jax.jit(optimizer.init),
+               NamedSharding(mesh, PartitionSpec()))
 
   def state(self) -> dict:
     """A fresh train state {"step", "params", "opt_state"}."""
@@ -161,15 +164,15 @@ class _Steps:
   replicated: NamedSharding
 
   @classmethod
-  def build(cls, cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-            graphdef: nnx.GraphDef, state: dict, aux_loss_fn: AuxLossFn | None) -> _Steps:
-    replicated = NamedSharding(mesh, PartitionSpec())
+  def build(cls, cfg: ml_collections.ConfigDict, init: _Initializers, state: dict,
+            aux_loss_fn: AuxLossFn | None) -> _Steps:
+    """The steps for `init`'s shape, placed like `state` (a fresh state of it)."""
+    replicated = init.replicated
+    mesh = replicated.mesh
     state_shardings = jax.tree.map(lambda x: x.sharding, state)
     batch_axes = sharding.mesh_axes("batch", cfg.mesh.rules)
     batch_sharding = NamedSharding(mesh, PartitionSpec(batch_axes or None, None))
-    # The step is given its rate, so the optimizer's own schedule is never traced.
-    train_step, eval_step = make_steps(graphdef, cfg, make_optimizer(cfg.train, cfg.model),
-                                       aux_loss_fn)
+    train_step, eval_step = make_steps(init.graphdef, cfg, init.optimizer, aux_loss_fn)
     # Layers that shard by hand (MoE expert parallelism, Pallas kernels per batch shard) read
     # the mesh at trace time: bind it here, so the steps are right even outside `jax.set_mesh`.
     train_step, eval_step = (_under_mesh(f, mesh) for f in (train_step, eval_step))
@@ -306,15 +309,13 @@ class Inputs:
 
   def evaluate(self, params) -> float:
     """Mean held-out NLL (nats per token) over `train.eval_batches` batches."""
-    n = self.t.eval_batches
-    if self._eval_on_device is not None:
-      batches = self._eval_on_device
-    else:
-      batches = (self.to_device(self.eval[i]) for i in range(n))
+    batches = self._eval_on_device
+    if batches is None:
+      batches = [self.to_device(self.eval[i]) for i in range(self.t.eval_batches)]
       # The same batches at every evaluation of the run (a trunk evaluates at each fork): kept
-      # on the device when they are small (3 arrays of 4-byte [batch, seq] each), else streamed.
-      if n * self.t.global_batch * self.t.seq_len * 12 <= EVAL_KEEP_BYTES:
-        batches = self._eval_on_device = list(batches)
+      # on the device when they are small, else placed again next time.
+      if sum(x.nbytes for b in batches for x in b.values()) <= EVAL_KEEP_BYTES:
+        self._eval_on_device = batches
     sums = jax.device_get([self.trainer.eval_step(params, b) for b in batches])
     nll = sum(float(s["nll_sum"]) for s in sums)
     return nll / max(1.0, sum(float(s["count"]) for s in sums))
@@ -362,6 +363,8 @@ def run_steps(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, trainer: 
   with stop.installed(), jax.set_mesh(mesh):
     # Host batches are assembled in a background thread a few steps ahead, so input work
     # overlaps the device step; the batch of each step is still a pure function of the step.
+    # (Placing them on the devices in that thread too was measured slower: cpu_branches in one
+    # process 127-133 s against 115-117 s, the transfer contending with the step.)
     batches = inputs.train.iterate(start, t.steps - start)
     while out.step < t.steps:
       state, metrics = trainer.train_step(state, inputs.to_device(next(batches)))
