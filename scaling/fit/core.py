@@ -97,14 +97,8 @@ def residual_replicates(state: dict, law: str, samples: int, seed: int = 0) -> n
   budget or size and widens intervals beyond what the noise explains. It assumes the law's form
   is right and the scatter the same everywhere; the fit's `residual_trend` check tests both.
   """
-  import jax
-  import jax.numpy as jnp
-
   data, theta = state["data"], state["theta"]
-  with jax.enable_x64(True):
-    fitted = np.asarray(laws_lib.LAWS[law].log_predict(
-        jnp.asarray(theta, jnp.float64), {k: jnp.asarray(v, jnp.float64) for k, v in
-                                          data.items()}))
+  fitted = laws_lib.evaluate(law, theta, data)
   n, p = len(fitted), len(theta)
   if n <= p:
     raise ScalingError(f"--resample=residuals needs more runs than the law's {p} parameters; "

@@ -50,13 +50,35 @@ def _lse(*terms):
 
   Not max-shifted: in float64 exp is finite for |t| < 709, and clipping there keeps every start
   of the grids finite while saving the max and extra exponentials a stable LSE costs (this sum
-  is the innermost loop of every fit).
+  is the innermost loop of every fit). numpy in, numpy out (`evaluate`); JAX inside the fits.
   """
-  import jax.numpy as jnp
+  xp = _array_module(*terms)
   total = 0.0
   for t in terms:
-    total = total + jnp.exp(jnp.clip(t, -700.0, 700.0))
-  return jnp.log(total)
+    total = total + xp.exp(xp.clip(t, -700.0, 700.0))
+  return xp.log(total)
+
+
+def _array_module(*arrays):
+  """numpy when every input is a numpy array or a Python number, else jax.numpy.
+
+  A law evaluated outside the optimiser (predictions, residuals, intervals) runs in numpy: run
+  op by op through JAX, each operation of each new table size is compiled on its own, which
+  cost the fit tests ~700 XLA compilations (`experiments/bench_fit_cold.py`).
+  """
+  if all(isinstance(a, np.ndarray | np.generic | float | int) for a in arrays):
+    return np
+  import jax.numpy as jnp
+  return jnp
+
+
+def evaluate(name: str, theta: np.ndarray, data: dict[str, np.ndarray]) -> np.ndarray:
+  """log L_hat of law `name` in numpy float64: `theta` indexable by parameter (`theta[i]`
+  broadcasting against the `data` arrays), `data` the law's design arrays (`design`)."""
+  with np.errstate(over="ignore", under="ignore"):
+    return np.asarray(LAWS[name].log_predict(
+        np.asarray(theta, np.float64), {k: np.asarray(v, np.float64) for k, v in data.items()}),
+        np.float64)
 
 
 def _grid(*axes) -> np.ndarray:
@@ -346,11 +368,7 @@ def objective(name: str, delta: float = HUBER_DELTA) -> Callable:
 
 def predict(name: str, theta: np.ndarray, data: dict[str, np.ndarray]) -> np.ndarray:
   """Predicted loss for one `theta` (numpy in, numpy out)."""
-  import jax
-  import jax.numpy as jnp
-  with jax.enable_x64(True):
-    d = {k: jnp.asarray(v, jnp.float64) for k, v in data.items()}
-    return np.exp(np.asarray(LAWS[name].log_predict(jnp.asarray(theta, jnp.float64), d)))
+  return np.exp(evaluate(name, theta, data))
 
 
 # --- Closed-form consequences of the Chinchilla law. -------------------------------------------

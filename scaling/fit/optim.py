@@ -173,9 +173,11 @@ def minimize_batched(fun: Callable, starts: np.ndarray, data: dict, *, batched_d
     alive = np.broadcast_to(np.arange(n), starts.shape[:-1]).copy()  # indices into the grid
     for keep, until in schedule:
       if keep < alive.shape[-1]:
+        # Pruned on the host: the state is small, and JAX's eager take_along_axis would compile
+        # one program per leaf and shape.
         order = np.argsort(np.asarray(state[1]), axis=-1)[..., :keep]
-        state = jax.tree.map(lambda v, o=order: jnp.take_along_axis(
-            v, jnp.asarray(o).reshape(o.shape + (1,) * (v.ndim - o.ndim)), axis=o.ndim - 1),
+        state = jax.tree.map(lambda v, o=order: np.take_along_axis(
+            np.asarray(v), o.reshape(o.shape + (1,) * (v.ndim - o.ndim)), axis=o.ndim - 1),
             state)
         alive = np.take_along_axis(alive, order, axis=-1)
       state = run_v(state, d, until)

@@ -34,6 +34,8 @@ least-squares one, which errs on the wide side.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from scaling.errors import ScalingError
@@ -71,15 +73,9 @@ def _theta(fit: Fit) -> np.ndarray:
 
 def log_predict(law: str, theta: np.ndarray, data: dict) -> np.ndarray:
   """log L_hat for parameter rows `theta` `[..., P]` at points `data` (`[M]` arrays): `[..., M]`."""
-  import jax
-  import jax.numpy as jnp
-
-  theta = np.asarray(theta, np.float64)
-  with jax.enable_x64(True):
-    d = {k: jnp.asarray(v, jnp.float64) for k, v in data.items() if k not in ("w", "logL")}
-    # Move the parameter axis first and add a point axis: `theta[i]` is then `[..., 1]`.
-    th = jnp.asarray(np.moveaxis(theta, -1, 0)[..., None])
-    return np.asarray(laws_lib.LAWS[law].log_predict(th, d))
+  d = {k: v for k, v in data.items() if k not in ("w", "logL")}
+  # Move the parameter axis first and add a point axis: `theta[i]` is then `[..., 1]`.
+  return laws_lib.evaluate(law, np.moveaxis(np.asarray(theta, np.float64), -1, 0)[..., None], d)
 
 
 def _jacobian(law: str, theta: np.ndarray, data: dict) -> np.ndarray:
@@ -89,8 +85,15 @@ def _jacobian(law: str, theta: np.ndarray, data: dict) -> np.ndarray:
 
   with jax.enable_x64(True):
     d = {k: jnp.asarray(v, jnp.float64) for k, v in data.items() if k not in ("w", "logL")}
-    fn = lambda th: laws_lib.LAWS[law].log_predict(th, d)  # noqa: E731
-    return np.asarray(jax.jacfwd(fn)(jnp.asarray(theta, jnp.float64)))
+    return np.asarray(_jacobian_program(law)(jnp.asarray(theta, jnp.float64), d))
+
+
+@functools.cache
+def _jacobian_program(law: str):
+  """One jitted Jacobian per law (compiled once per table size), not one program per op."""
+  import jax
+
+  return jax.jit(jax.jacfwd(laws_lib.LAWS[law].log_predict))
 
 
 def _points(fit: Fit, params, tokens) -> dict:
