@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import math
 import os
@@ -311,11 +312,15 @@ class Inputs:
     """Mean held-out NLL (nats per token) over `train.eval_batches` batches."""
     batches = self._eval_on_device
     if batches is None:
-      batches = [self.to_device(self.eval[i]) for i in range(self.t.eval_batches)]
+      first = self.eval[0]
+      host = itertools.chain([first], (self.eval[i] for i in range(1, self.t.eval_batches)))
+      batches = (self.to_device(b) for b in host)
       # The same batches at every evaluation of the run (a trunk evaluates at each fork): kept
-      # on the device when they are small, else placed again next time.
-      if sum(x.nbytes for b in batches for x in b.values()) <= EVAL_KEEP_BYTES:
-        self._eval_on_device = batches
+      # on the device when they are small (sized from the host batch before any is placed);
+      # a larger set is streamed, each batch placed as its evaluation is dispatched.
+      size = sum(np.asarray(v).nbytes for v in first.values()) * self.t.eval_batches
+      if size <= EVAL_KEEP_BYTES:
+        batches = self._eval_on_device = list(batches)
     sums = jax.device_get([self.trainer.eval_step(params, b) for b in batches])
     nll = sum(float(s["nll_sum"]) for s in sums)
     return nll / max(1.0, sum(float(s["count"]) for s in sums))

@@ -209,6 +209,31 @@ def test_runs_of_one_shape_reuse_their_programs_bitwise(tiny_cfg, tmp_path):
   assert program_key(wider, mesh, None, None) != program_key(tiny_cfg, mesh, None, None)
 
 
+def test_held_out_batches_are_kept_when_small_and_streamed_otherwise(tiny_cfg, monkeypatch):
+  """A run evaluates the same held-out batches each time: kept on the device up to
+  `EVAL_KEEP_BYTES` (sized before any is placed), else placed again batch by batch, with the
+  same loss either way."""
+  from scaling.parallel.mesh import make_mesh
+  from scaling.train import loop
+
+  trainer = loop.build_trainer(tiny_cfg, make_mesh(tiny_cfg.mesh))
+  params = trainer.state["params"]
+  kept = loop.Inputs(tiny_cfg, trainer)
+  loss = kept.evaluate(params)
+  assert len(kept._eval_on_device) == tiny_cfg.train.eval_batches
+  assert kept.evaluate(params) == loss
+  events = []
+  monkeypatch.setattr(loop, "EVAL_KEEP_BYTES", 0)
+  streamed = loop.Inputs(tiny_cfg, trainer)
+  to_device, eval_step = streamed.to_device, trainer.eval_step
+  monkeypatch.setattr(streamed, "to_device", lambda b: events.append("place") or to_device(b))
+  monkeypatch.setattr(trainer, "eval_step", lambda p, b: events.append("eval") or eval_step(p, b))
+  assert streamed.evaluate(params) == loss and streamed.evaluate(params) == loss
+  assert streamed._eval_on_device is None
+  # Each batch is placed just before its evaluation, never the whole set at once.
+  assert events == ["place", "eval"] * (2 * tiny_cfg.train.eval_batches)
+
+
 def test_cpu_steps_compile_with_the_projects_xla_options(tiny_cfg, monkeypatch):
   """On the CPU the train and eval steps compile with `scaling.xla_options.STEPS`: no dot goes
   to YNNPACK, XLA's default and the slower one at these shapes (the module's measurements). If
