@@ -159,8 +159,8 @@ def minimize_batched(fun: Callable, starts: np.ndarray, data: dict, *, batched_d
   a cache key for the compiled solver, so pass a long-lived function. With `batched_data`,
   `data` leaves carry a leading replicate axis `[R, ...]` and `starts` is `[R, S, P]`.
   The defaults mirror scipy's L-BFGS-B (`ftol` = its `factr` 1e7 times machine epsilon,
-  memory 10). `schedule` (see `default_schedule`) prunes to the best starts between stages;
-  pruned starts are returned as they were when dropped.
+  memory 10). `schedule` (see `default_schedule`) prunes to the best starts between stages, its
+  first stage running every start; pruned starts are returned as they were when dropped.
   """
   import jax
   import jax.numpy as jnp
@@ -171,9 +171,9 @@ def minimize_batched(fun: Callable, starts: np.ndarray, data: dict, *, batched_d
     d = {k: jnp.asarray(v, jnp.float64) for k, v in data.items()}
     n = starts.shape[-2]
     schedule = schedule or default_schedule(n, max_iter)
-    # A schedule that prunes before its first stage ranks the starts by their initial values
-    # (zero iterations); otherwise the first stage starts and runs in one program.
-    state = start_v(starts, d, 0) if schedule[0][0] < n else None
+    if schedule[0][0] != n:
+      raise ValueError(f"schedule {schedule}: its first stage must run all {n} starts")
+    state = None  # the first stage starts and runs in one program
     out_x = np.array(starts)
     out_f = np.full(starts.shape[:-1], np.inf)
     out_it = np.zeros(starts.shape[:-1], np.int64)

@@ -73,9 +73,9 @@ def _theta(fit: Fit) -> np.ndarray:
 
 def log_predict(law: str, theta: np.ndarray, data: dict) -> np.ndarray:
   """log L_hat for parameter rows `theta` `[..., P]` at points `data` (`[M]` arrays): `[..., M]`."""
-  d = {k: v for k, v in data.items() if k not in ("w", "logL")}
   # Move the parameter axis first and add a point axis: `theta[i]` is then `[..., 1]`.
-  return laws_lib.evaluate(law, np.moveaxis(np.asarray(theta, np.float64), -1, 0)[..., None], d)
+  return laws_lib.evaluate(law, np.moveaxis(np.asarray(theta, np.float64), -1, 0)[..., None],
+                           data)
 
 
 def _jacobian(law: str, theta: np.ndarray, data: dict) -> np.ndarray:
