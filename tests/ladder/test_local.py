@@ -99,6 +99,14 @@ def test_killed_runner_keeps_results_and_two_runners_share_the_work(tmp_path, da
   assert not any((w / "runs" / i / store.LOCK).exists() for i in ids)
 
 
+def _terminal_sigint() -> None:
+  """SIGINT as a terminal's shell leaves it. A process started with SIGINT ignored (the
+  convention for background jobs of a non-interactive shell, which is how some CI agents and
+  sandboxes start pytest) keeps ignoring it, as `nohup` relies on, and a Ctrl-C test would see
+  the runner carry on (its workers, which install their own handler, still stop)."""
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_on_a_parallel_ladder_stops_cleanly_and_a_rerun_finishes(tmp_path, data_dir,
                                                                         capsys):
   w = tmp_path / "ladder"
@@ -108,7 +116,7 @@ def test_ctrl_c_on_a_parallel_ladder_stops_cleanly_and_a_rerun_finishes(tmp_path
       [sys.executable, "-m", "scaling.cli", "ladder", "run", TINY, f"--workdir={w}",
        "--parallel=2", f"--config.run.data.data_dir={data_dir}", two],
       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-      start_new_session=True)
+      start_new_session=True, preexec_fn=_terminal_sigint)
   deadline = time.time() + 240
   while time.time() < deadline and a.poll() is None:
     if (w / "ladder.json").exists() and any(
