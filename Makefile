@@ -51,10 +51,10 @@ test: $(STAMP) slurm
 	  JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0 \
 	  $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not demo" tests
 
-# The cooldown branches of configs/ladders/cpu_branches.py against the same grid of cosine runs
-# (tests/ladder/test_cpu_branches.py, ~190 s and ~350 CPU-s on 2 idle cores): outside
-# `make test` for its time. (The demo's law at smoke size, tests/ladder/test_demo_law.py, runs
-# in `make test`.)
+# The cooldown branches of configs/ladders/cpu_branches.py against the same grid of cosine runs,
+# both trained afresh (tests/ladder/test_cpu_branches.py, ~190 s and ~350 CPU-s on 2 idle
+# cores). `make test` runs the same check with the branches trained and the cosine grid as
+# recorded (and partly retrained) in tests/ladder/cpu_branches_cosine.csv, for its 15 minutes.
 test-demo: $(STAMP)
 	XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu \
 	  $(BIN)/python -m pytest -q -m demo tests/ladder/test_cpu_branches.py
