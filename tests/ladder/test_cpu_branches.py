@@ -23,6 +23,7 @@ The recording: `scaling ladder run configs/ladders/cpu_branches.py:cosine --work
 (recorded at commit 88b4c8a, 2 CPU cores, jax 0.10.2; rerun both to refresh it).
 """
 
+import dataclasses
 import json
 import pathlib
 import resource
@@ -142,3 +143,20 @@ def test_cooldown_branches_match_the_independent_cosine_fit(tmp_path, data_dir, 
   independent = load_table(str(cosine))
   _compare(load_table(str(wsd)), independent, _spent_flops(wsd), _spent_flops(cosine), times)
   _check_recording(independent)
+
+
+def test_the_recording_check_fails_on_a_drifted_grid(monkeypatch):
+  recorded = load_table(str(RECORDED))
+  _check_recording(recorded)  # the recording reproduces itself
+  with pytest.raises(AssertionError, match="refresh"):
+    _check_recording(dataclasses.replace(recorded, loss=recorded.loss * 1.02))
+  # A preset that plans other runs (a longer warm-up here) no longer matches the recording.
+  monkeypatch.setattr(spec, "expand", lambda cfg, _expand=spec.expand: _expand(
+      _with_warmup(cfg, 0.1)))
+  with pytest.raises(AssertionError, match="refresh"):
+    _check_recording(recorded)
+
+
+def _with_warmup(cfg, fraction: float):
+  cfg.ladder.rules.warmup_fraction = fraction
+  return cfg
