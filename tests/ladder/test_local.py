@@ -99,12 +99,14 @@ def test_killed_runner_keeps_results_and_two_runners_share_the_work(tmp_path, da
   assert not any((w / "runs" / i / store.LOCK).exists() for i in ids)
 
 
-def _terminal_sigint() -> None:
-  """SIGINT as a terminal's shell leaves it. A process started with SIGINT ignored (the
-  convention for background jobs of a non-interactive shell, which is how some CI agents and
-  sandboxes start pytest) keeps ignoring it, as `nohup` relies on, and a Ctrl-C test would see
-  the runner carry on (its workers, which install their own handler, still stop)."""
-  signal.signal(signal.SIGINT, signal.SIG_DFL)
+# `python -m scaling.cli`, with SIGINT as a terminal's shell leaves it. A process started with
+# SIGINT ignored (the convention for background jobs of a non-interactive shell, which is how
+# some CI agents and sandboxes start pytest) passes the ignore on, as `nohup` relies on, and the
+# runner would carry on after a Ctrl-C (its workers, which install their own handler, still
+# stop). Set in the child, not by `preexec_fn`, which forks a multithreaded (JAX) process.
+TERMINAL_CLI = [sys.executable, "-c", "import runpy, signal; "
+                "signal.signal(signal.SIGINT, signal.default_int_handler); "
+                "runpy.run_module('scaling.cli', run_name='__main__', alter_sys=True)"]
 
 
 def test_ctrl_c_on_a_parallel_ladder_stops_cleanly_and_a_rerun_finishes(tmp_path, data_dir,
@@ -113,10 +115,10 @@ def test_ctrl_c_on_a_parallel_ladder_stops_cleanly_and_a_rerun_finishes(tmp_path
   two = "--config.ladder.sweeps.iso.depths=(1,2)"
   # A terminal's Ctrl-C: SIGINT to the runner and its workers at once (one process group).
   a = subprocess.Popen(
-      [sys.executable, "-m", "scaling.cli", "ladder", "run", TINY, f"--workdir={w}",
-       "--parallel=2", f"--config.run.data.data_dir={data_dir}", two],
+      [*TERMINAL_CLI, "ladder", "run", TINY, f"--workdir={w}", "--parallel=2",
+       f"--config.run.data.data_dir={data_dir}", two],
       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-      start_new_session=True, preexec_fn=_terminal_sigint)
+      start_new_session=True)
   deadline = time.time() + 240
   while time.time() < deadline and a.poll() is None:
     if (w / "ladder.json").exists() and any(
