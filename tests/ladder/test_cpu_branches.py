@@ -13,8 +13,9 @@ Two tests, one check:
   presets costs ~320 CPU-s on 2 cores, more than the suite's 15-minute budget has room for; the
   wsd half (~140 CPU-s) is what the claim is about, and the recorded grid is kept honest in the
   same test: its run ids must be the ones the cosine preset plans today (a changed config,
-  shape or size rule changes them), and its two smallest depths (12 of the 24 runs, ~8% of the
-  grid's compute) are trained again and must reproduce the recorded losses.
+  shape or size rule changes them), and its two smallest depths (12 of the 24 runs, 4% of the
+  grid's FLOPs, 28 of its ~170 worker CPU-s) are trained again and must reproduce the recorded
+  losses.
 * `make test-demo`: both presets trained, the cosine grid's fit from the fresh runs, and the
   fresh grid checked against the recording (so a drifted recording is found and refreshed).
 
