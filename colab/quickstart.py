@@ -127,19 +127,23 @@ print(f"entropy floor: {FLOOR:.4f} nats/token; "
 # %% [markdown]
 # ## Train the ladder
 # `scaling.train.loop.train(cfg, workdir)` trains one run and returns its run record (the same
-# `result.json` that `scaling train` writes). Re-running this cell skips finished runs.
+# `result.json` that `scaling train` writes). Re-running this cell skips finished runs. The runs
+# of one depth share their jitted programs (`Programs`, as a ladder's workers do): only the
+# first of them traces and compiles.
 
 # %%
 import time  # noqa: E402
 
 from scaling.train.loop import train  # noqa: E402
+from scaling.train.programs import Programs  # noqa: E402
 
 records = []
+programs = Programs()
 start = time.time()
 for depth in DEPTHS:
   for steps in STEPS:
     run_id = f"d{depth}_a{ASPECT}_s{steps}_b{BATCH}_l{SEQ_LEN}"
-    rec = train(rung_config(depth, steps), os.path.join(WORKDIR, run_id))
+    rec = train(rung_config(depth, steps), os.path.join(WORKDIR, run_id), programs=programs)
     records.append(rec)
     print(f"{run_id:24s} N={rec['params_non_embedding']:>9,d} D={rec['tokens']:>9,d} "
           f"C={rec['flops']:.2e} FLOPs  eval loss {rec['final_eval_loss']:.4f}")
