@@ -89,17 +89,19 @@ def _isolated_workers(tmp_path, monkeypatch) -> None:
   monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
-def _check_recording(fresh: Table) -> None:
-  """The recorded cosine grid is the one the preset plans today, and `fresh` (some or all of
-  its runs, trained now) reproduces its losses."""
+def _check_recording(fresh: Table, cosine=None) -> Table:
+  """The recorded cosine grid is the one the `cosine` ladder config (default: the preset's)
+  plans today, and `fresh` (some or all of its runs, trained now) reproduces its losses.
+  Returns the recorded table."""
   recorded = load_table(str(RECORDED))
-  planned = {r.run_id for r in spec.expand(load_config(f"{CONFIG}:cosine"))}
+  planned = {r.run_id for r in spec.expand(cosine or load_config(f"{CONFIG}:cosine"))}
   refresh = f"the cosine grid changed; refresh {RECORDED.name} (module docstring)"
   assert set(recorded.run_id) == planned, refresh
   by_id = dict(zip(recorded.run_id, recorded.loss, strict=True))
   want = np.array([by_id[i] for i in fresh.run_id])
   assert len(fresh) and np.allclose(fresh.loss, want, rtol=REPRODUCE_RTOL, atol=0), (
       refresh, dict(zip(fresh.run_id, zip(fresh.loss, want, strict=True), strict=True)))
+  return recorded
 
 
 def _compare(branches: Table, independent: Table, wsd_flops: float, cosine_flops: float,
@@ -129,8 +131,7 @@ def test_cooldown_branches_match_the_recorded_cosine_grid(tmp_path, data_dir, mo
                                   "--config.ladder.sweeps.grid.depths=(1,2)")}
   fresh = load_table(str(small))
   assert len(fresh) == 12
-  _check_recording(fresh)
-  recorded = load_table(str(RECORDED))
+  recorded = _check_recording(fresh)
   _compare(load_table(str(wsd)), recorded, _spent_flops(wsd),
            float(recorded.get("flops").sum()), times)
 
@@ -146,18 +147,12 @@ def test_cooldown_branches_match_the_independent_cosine_fit(tmp_path, data_dir, 
   _check_recording(independent)
 
 
-def test_the_recording_check_fails_on_a_drifted_grid(monkeypatch):
-  recorded = load_table(str(RECORDED))
-  _check_recording(recorded)  # the recording reproduces itself
+def test_the_recording_check_fails_on_a_drifted_grid():
+  recorded = _check_recording(load_table(str(RECORDED)))  # the recording reproduces itself
   with pytest.raises(AssertionError, match="refresh"):
     _check_recording(dataclasses.replace(recorded, loss=recorded.loss * 1.02))
   # A preset that plans other runs (a longer warm-up here) no longer matches the recording.
-  monkeypatch.setattr(spec, "expand", lambda cfg, _expand=spec.expand: _expand(
-      _with_warmup(cfg, 0.1)))
+  cosine = load_config(f"{CONFIG}:cosine")
+  cosine.ladder.rules.warmup_fraction = 0.1
   with pytest.raises(AssertionError, match="refresh"):
-    _check_recording(recorded)
-
-
-def _with_warmup(cfg, fraction: float):
-  cfg.ladder.rules.warmup_fraction = fraction
-  return cfg
+    _check_recording(recorded, cosine)
