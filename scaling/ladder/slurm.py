@@ -125,7 +125,7 @@ def submit(workdir, name: str, todo: list[Rung], slurm, *, dry_run: bool = False
            out=None) -> int:
   """Submits the runs in `todo` that are not queued or running already: one job array for the
   runs that can start now, then one per trunk for its branches, held until the trunk succeeds."""
-  from scaling.ladder.runner import ready
+  from scaling.ladder.runner import ready_rungs
 
   out = out or sys.stdout
   tasks = task_states(workdir)
@@ -139,7 +139,7 @@ def submit(workdir, name: str, todo: list[Rung], slurm, *, dry_run: bool = False
   if not pending:
     print("slurm: nothing to submit", file=out)
     return 0
-  now = [r for r in pending if r.parent is None or ready(workdir, r)]
+  now = ready_rungs(workdir, pending)
   held: dict[str, list[Rung]] = {}
   for r in pending:
     if r not in now:
