@@ -30,10 +30,13 @@ def pytest_configure(config):
                           "with its optimizations (see tests/conftest.py)")
   import jax
 
+  from scaling import gc_policy
+
   # JAX starts its backend on first use, reading XLA_FLAGS then: start it now, so that a test
   # which drops XLA_FLAGS for the worker processes it launches (test_demo_law) cannot leave this
   # process, and every later test in it, with one device instead of 8 (seen in CI order).
   jax.devices()
+  gc_policy.for_tracing()  # fewer garbage collections while tests trace (its doc)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -50,6 +53,12 @@ def pytest_runtest_setup(item):
     if not fast:  # executables compiled unoptimized (cached fit solvers) must not be reused
       jax.clear_caches()
     jax.config.update("jax_disable_most_optimizations", fast)
+
+
+def pytest_collection_finish(session):
+  from scaling import gc_policy
+
+  gc_policy.for_tracing()  # the test modules' imports (flax, orbax, ...) join the frozen ones
 
 
 def pytest_collection_modifyitems(config, items):

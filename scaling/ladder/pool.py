@@ -25,6 +25,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 
+from scaling import gc_policy
 from scaling.errors import ScalingError
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,9 @@ def serve(work: Callable[[str], dict], log_path: Callable[[str], str]) -> int:
   os.dup2(devnull, 1)
   os.close(devnull)
   while line := sys.stdin.readline():
+    # Between runs what is left is the worker's own state (imports, kept programs): frozen, so
+    # the next run's tracing does not walk it again and again (`scaling.gc_policy`).
+    gc_policy.for_tracing()
     run_id = line.strip()
     if not run_id:
       continue
