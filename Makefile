@@ -42,8 +42,10 @@ slurm:
 # first (the order tests/conftest.py gives them; `--no-loadscope-reorder` keeps it), so that
 # neither worker ends on a long file while the other idles. tests/conftest.py also compiles most
 # tests without XLA's backend optimizations (about half the compile time) and lets a late
-# collective wait instead of aborting.
-test: $(STAMP) slurm
+# collective wait instead of aborting. On a fresh machine the venv's pip install and Slurm's
+# apt-get install run side by side (a -j2 sub-make): both spend most of their time on downloads.
+test:
+	@$(MAKE) --no-print-directory -j2 $(STAMP) slurm
 	$(BIN)/ruff check scaling configs experiments tests
 	rm -rf .jax-cache
 	XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu \
