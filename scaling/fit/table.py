@@ -214,8 +214,13 @@ def _records_to_table(records: list[dict], source: str, columns: dict[str, str],
   run_col = mapping["run_id"]
   run_id = [str(r.get(run_col, i + 1)) for i, r in enumerate(records)]
   extra = {n: [str(r.get(n, "")) for r in records] for n in names if n not in used}
-  return Table(np.array(cols["params"]), np.array(cols["tokens"]), np.array(cols["loss"]),
-               optional, run_id, extra, source, notes)
+  table = Table(np.array(cols["params"]), np.array(cols["tokens"]), np.array(cols["loss"]),
+                optional, run_id, extra, source, notes)
+  if run_col in names and len(set(run_id)) == len(run_id):
+    # Runs in run-id order: a fit (its bootstrap draws rows by index) then gives the same law
+    # from a workdir, its `results collect` CSV or a reordered copy of either.
+    table = table.subset(np.argsort(np.array(run_id), kind="stable"))
+  return table
 
 
 def _read_csv(text: str) -> list[dict]:
@@ -283,6 +288,10 @@ def load_table(path_or_dir: str, columns=None, *, strict: bool = False,
 
   Rows whose `point` is `mid-run` (a wsd trunk's evals at a constant learning rate, before any
   cooldown: not converged points of their (N, D)) are left out, with a note, unless `mid_run`.
+
+  A table whose rows name their runs (a `run_id` column without repeats) comes back in run-id
+  order, whatever order the source lists them in, so that a fit (its bootstrap draws rows by
+  index) gives the same law from a workdir, its `results collect` CSV or a reordered copy.
 
   Args:
     path_or_dir: a file, or a workdir holding `runs/<run_id>/result.json` (only runs with

@@ -120,3 +120,25 @@ def test_fit_reads_a_workdir_by_the_same_rule(tmp_path, capsys):
   assert cli.main(["fit", str(w), "--strict", "--bootstrap=0"]) == 2
   err = capsys.readouterr().err
   assert err.startswith(f"error: {torn}: not valid JSON") and "--strict" in err
+
+
+def test_a_workdir_its_collected_csv_and_a_reordered_copy_load_alike(tmp_path):
+  """Rows come in run-id order whatever order the source lists them in, so a fit, whose
+  bootstrap draws rows by index, gives one law from a workdir, its `results collect` CSV (sorted
+  by budget, N, D) or a reordered copy of either."""
+  from scaling.fit.table import load_table
+
+  for rid, n in (("z", 1000), ("y", 2000), ("a", 4000), ("m", 8000)):
+    write_json(tmp_path / "runs" / rid / "result.json",
+               _record(rid, n, 10_000, 3.0 + 1000 / n, budget=1e9))
+  out = tmp_path / "results.csv"
+  assert cli.main(["results", "collect", str(tmp_path), f"--out={out}"]) == 0
+  assert [r["run_id"] for r in csv.DictReader(out.open())] == ["z", "y", "a", "m"]
+  lines = out.read_text().splitlines()
+  reordered = tmp_path / "reordered.csv"
+  reordered.write_text("\n".join([lines[0], *reversed(lines[1:])]) + "\n")
+  tables = [load_table(str(p)) for p in (tmp_path, out, reordered)]
+  for t in tables:
+    assert t.run_id == ["a", "m", "y", "z"]
+    assert list(t.params) == [4000.0, 8000.0, 2000.0, 1000.0]
+    assert list(t.loss) == list(tables[0].loss)
