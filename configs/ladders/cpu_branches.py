@@ -44,11 +44,13 @@ every self-check, the branches' fails one, `interval_bounds` (alpha's interval i
 the cosine run of the same (N, D) (0.46 below at the smallest, never more than 0.004 above).
 `make test` trains the wsd preset and the cosine grid's depths 1-2 (12 runs, 28 worker CPU-s)
 and fits the cosine grid as recorded in `tests/ladder/cpu_branches_cosine.csv` (the losses
-above; read in collect order, its bootstrap draws other resamples: alpha [0.628, 1.374], beta
-[0.709, 1.102], E [1.140, 1.268]). The branches' fit stays inside those intervals when every
-branch loss is perturbed by 0.2% (30 of 30 draws) and when a different XLA CPU runtime setting
-(no Eigen thread pool) moved the 28 losses by 0.19% RMS (alpha 1.251, beta 0.873, E 1.261); at
-0.4% perturbations 5 draws of 30 leave an interval (alpha or E).
+above; tables load in run-id order, so the recording's fit is the table's, intervals included).
+The branches' fit stays inside those intervals in 29 of 30 draws when every branch loss is
+perturbed by 0.2% (one leaves alpha's), and when a different XLA CPU runtime setting (no Eigen
+thread pool) moved the 28 losses by 0.19% RMS (alpha 1.251, beta 0.873, E 1.261); at 0.4%
+perturbations 9 draws of 30 leave alpha's (one also E's). The intervals were [0.628, 1.374],
+[0.709, 1.102] and [1.140, 1.268] while the recording loaded in collect order (0 and 5 draws
+of 30 out).
 The wall time falls by 12%, not by half: the trunks are trained to 0.8 x the largest D and
 branches wait for their trunk, so the d4 trunk (a third of the ladder's compute) sets the pace.
 """
