@@ -69,8 +69,9 @@ def ready_rungs(workdir, rungs: list[Rung]) -> list[Rung]:
   """The rungs of `rungs` that can start now (`ready`), in order.
 
   Each trunk's checkpoints are listed once, not once per branch: orbax lists them through a
-  thread pool, and the local runner asks every second while branches wait (measured: the
-  per-branch listing was ~12% of the CPU of `cpu_branches.py`'s ladder, 24 branches).
+  thread pool, and the local runner asks every second while branches wait (measured on
+  `cpu_branches.py`'s ladder, 24 branches, 2 loaded cores: the runner's sys time 8.5 -> 5.9 s,
+  all processes' CPU 159 -> 154 s).
   """
   from scaling.train.checkpoint import saved_steps
 
