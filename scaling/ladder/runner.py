@@ -59,14 +59,10 @@ def ordered(rungs: list[Rung]) -> list[Rung]:
   return first + [r for r in rungs if r.parent is not None]
 
 
-def ready(workdir, r: Rung) -> bool:
-  """Whether `r` can start now: it has no parent, or its parent's checkpoint at the fork step
-  is finished (orbax's rule: a checkpoint still being written does not count)."""
-  return bool(ready_rungs(workdir, [r]))
-
-
 def ready_rungs(workdir, rungs: list[Rung]) -> list[Rung]:
-  """The rungs of `rungs` that can start now (`ready`), in order.
+  """The rungs of `rungs` that can start now, in order: those without a parent, and branches
+  whose parent's checkpoint at the fork step is finished (orbax's rule: a checkpoint still
+  being written does not count).
 
   Each trunk's checkpoints are listed once, not once per branch: orbax lists them through a
   thread pool, and the local runner asks every second while branches wait (measured on

@@ -142,7 +142,7 @@ def test_a_branch_restored_from_its_trunk_is_bitwise_the_run_trained_alone(tiny_
   assert {short.branch_step, longest.branch_step} <= set(saved_steps(tdir))
   evals = {x["step"]: x["eval_loss"] for x in _lines(tdir) if "eval_loss" in x}
   assert {short.branch_step, longest.branch_step} <= set(evals)
-  assert runner.ready(w, longest) and runner.ready(w, short)
+  assert runner.ready_rungs(w, [longest, short]) == [longest, short]
   _train(longest, bdir)  # restores the trunk's checkpoint at its fork step
 
   # The same run trained alone from step 0 (no parent) is bitwise the forked branch: at the fork
@@ -181,7 +181,7 @@ def test_a_branch_restored_from_its_trunk_is_bitwise_the_run_trained_alone(tiny_
   # A branch whose trunk stopped without its fork checkpoint is never started.
   orphan = expand(tiny_wsd)[1]
   orphan.run_id, orphan.branch_step = "orphan", fork + 1
-  assert not runner.ready(w, orphan)
+  assert not runner.ready_rungs(w, [orphan])
   assert runner.run_local(w, [orphan], [orphan]) == 1
   assert (f"its trunk {trunk.run_id} is complete without a checkpoint at step {fork + 1}"
           in capsys.readouterr().out)
