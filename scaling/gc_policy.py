@@ -10,8 +10,11 @@ objects without cycles are freed by reference counting as always.
 Measured with `gc.callbacks` (the collector's own time, which a 2-core machine's +-10% noise
 in CPU time would hide): `tests/train/test_loop.py` in one process spent 2.98 s in 3,022
 collections (2.24 s of them full passes) by default, 0.47 s in 472 with this policy, of ~89
-CPU-s; the `cpu_branches.py` ladder's two workers 1.98 s in 1,832 collections against 0.49 s in
-30, of ~150 CPU-s.
+CPU-s; the `cpu_branches.py` ladder's two workers (14 runs each) 1.94 s in 1,819 collections
+against 0.63 s in 30, of ~145 CPU-s, with peak memory 715 / 678 MB by default and 686 / 668 MB
+frozen: what a worker freezes between runs did not pile up. Unfreezing at each call, so that
+every run boundary re-examined everything, cost 7.0 s (a full pass over each worker's heap per
+run), more than the default.
 """
 
 from __future__ import annotations

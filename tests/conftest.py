@@ -30,13 +30,10 @@ def pytest_configure(config):
                           "with its optimizations (see tests/conftest.py)")
   import jax
 
-  from scaling import gc_policy
-
   # JAX starts its backend on first use, reading XLA_FLAGS then: start it now, so that a test
   # which drops XLA_FLAGS for the worker processes it launches (test_demo_law) cannot leave this
   # process, and every later test in it, with one device instead of 8 (seen in CI order).
   jax.devices()
-  gc_policy.for_tracing()  # fewer garbage collections while tests trace (its doc)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -58,7 +55,9 @@ def pytest_runtest_setup(item):
 def pytest_collection_finish(session):
   from scaling import gc_policy
 
-  gc_policy.for_tracing()  # the test modules' imports (flax, orbax, ...) join the frozen ones
+  # Once the test modules are imported (jax, flax, orbax, ...): fewer garbage collections
+  # while the tests trace (scaling/gc_policy.py).
+  gc_policy.for_tracing()
 
 
 def pytest_collection_modifyitems(config, items):
