@@ -127,6 +127,7 @@ def _load(args) -> table_lib.Table:
       raise ScalingError(f"--filter {f!r} must look like COL=VALUE")
     table = table.where(**{col: value})
   table = variants.select(table, args)  # each rung's best variant, unless --all-variants
+  table = variants.average_seeds(table, args)  # a rung's seeds: one row, their mean loss
   return table.drop_highest_loss(args.drop_highest_loss)
 
 

@@ -93,6 +93,7 @@ def runs(table: Table, role: str) -> list[dict]:
   a table file from its `config_identity` column, else None."""
   dirs = table.extra.get("_dir")
   col = table.extra.get("config_identity")
+  seeds = table.extra.get("seed_runs")  # a row that averages several seeds (variants.average_seeds)
   out = []
   for i, rid in enumerate(table.run_id):
     ident = None
@@ -101,6 +102,8 @@ def runs(table: Table, role: str) -> list[dict]:
     elif col is not None and col[i]:
       ident = col[i]
     out.append({"run_id": rid, "role": role, "config_identity": ident})
+    if seeds is not None and ";" in seeds[i]:
+      out[-1]["averaged_with"] = seeds[i].split(";")[1:]
   return out
 
 
@@ -159,11 +162,17 @@ def trace_dropped(raw: Table, filters: list[str], drop_highest_loss: int,
     out += [{"row": int(i) + 1, "run_id": raw.run_id[i], "reason": "not its rung's best variant "
              "(sweep_best 0; --all-variants fits every variant)"} for i in idx[~keep]]
     idx = idx[keep]
-  if 0 < drop_highest_loss < len(idx):
-    order = np.argsort(raw.loss[idx], kind="stable")  # as Table.drop_highest_loss
-    for i in sorted(idx[order[len(idx) - drop_highest_loss:]]):
-      out.append({"row": int(i) + 1, "run_id": raw.run_id[i],
-                  "reason": f"--drop-highest-loss={drop_highest_loss}: loss {raw.loss[i]:.4g}"})
+  sub = raw.subset(idx)
+  if best_only:  # as variants.average_seeds: a rung's seeds are one row from here on
+    sub = variants.average_seeds(sub)
+  if 0 < drop_highest_loss < len(sub):
+    order = np.argsort(sub.loss, kind="stable")  # as Table.drop_highest_loss
+    runs_of = sub.extra.get("seed_runs") or [r for r in sub.run_id]
+    row_of = {raw.run_id[i]: int(i) + 1 for i in idx}
+    for j in sorted(order[len(sub) - drop_highest_loss:]):
+      for rid in runs_of[j].split(";"):
+        out.append({"row": row_of[rid], "run_id": rid,
+                    "reason": f"--drop-highest-loss={drop_highest_loss}: loss {sub.loss[j]:.4g}"})
   return out
 
 

@@ -3,7 +3,10 @@
 A ladder with a `tune` block trains every rung at several learning rates (batches, beta2s);
 `scaling results collect` marks each rung's lowest-loss variant `sweep_best`. A loss law measures
 the scaling of tuned models, so `scaling fit` fits only those (`select`), and names every other
-variant in fit.json's `provenance.dropped`; `--all-variants` fits them all. The hyperparameter
+variant in fit.json's `provenance.dropped`; `--all-variants` fits them all. A rung trained with
+several seeds (`tune(seeds=k)`) enters a loss fit as one row, the mean of its seeds' losses
+(`average_seeds`): the law is fitted to the expected loss at (N, D), and the bootstrap then
+resamples rung means, not seeds. The hyperparameter
 laws (`--law=lr|batch`, `scaling.fit.hparam_laws`) read every variant: the sweep is their data.
 """
 
@@ -40,4 +43,45 @@ def select(table: Table, args) -> Table:
   out = table.subset(keep)
   out.notes.append(f"{SELECTED} (sweep_best): {int((~keep).sum())} other variants left out "
                    "(--all-variants fits them all)")
+  return out
+
+
+def _seed_key(table: Table, i: int) -> tuple | None:
+  """A row's rung and variant (its tune group and swept values); None outside a tune group."""
+  g = table.extra["tune_group"][i]
+  if g in ("", "None", "nan", None):
+    return None
+  return (g,) + tuple(table.extra.get(c, [""] * len(table))[i] for c in ("lr", "batch_tokens",
+                                                                          "b2"))
+
+
+def average_seeds(table: Table, args=None) -> Table:
+  """One row per rung variant trained with several seeds: its mean final loss (nats), the
+  columns of its lowest seed, and `seeds` (how many), `loss_sd` (their standard deviation) and
+  `seed_runs` (their run ids, `;`-joined). Unchanged when no variant has two seeds, and under
+  `--all-variants` (every run is fitted)."""
+  if (args is not None and not best_only(args)) or "seed" not in table.extra \
+      or "tune_group" not in table.extra:
+    return table
+  groups: dict = {}
+  for i in range(len(table)):
+    groups.setdefault(_seed_key(table, i) or ("row", i), []).append(i)
+  if all(len(g) == 1 for g in groups.values()):
+    return table
+
+  def seed_of(i: int) -> float:
+    try:
+      return float(table.extra["seed"][i])
+    except (TypeError, ValueError):
+      return float("inf")
+
+  members = [sorted(g, key=seed_of) for g in groups.values()]
+  out = table.subset(np.array([m[0] for m in members]))
+  out.loss = np.array([table.loss[m].mean() for m in members])
+  out.extra["seeds"] = [str(len(m)) for m in members]
+  out.extra["loss_sd"] = [f"{table.loss[m].std(ddof=1):.6g}" if len(m) > 1 else ""
+                          for m in members]
+  out.extra["seed_runs"] = [";".join(table.run_id[i] for i in m) for m in members]
+  out.notes.append(f"averaged each rung's seeds: {len(table)} runs -> {len(out)} rows, the mean "
+                   "final loss of each (--all-variants fits every run)")
   return out

@@ -155,7 +155,7 @@ def _apply_rules(cfg: ml_collections.ConfigDict, rules, tokens: float, flops: fl
       lr=t.lr, global_batch=t.global_batch, microbatches=t.microbatches,
       bounds=hparam_rules.Bounds.from_rules(rules), lr_mult=variant.get("lr_mult", 1.0),
       batch_mult=variant.get("batch_mult", 1.0))
-  tuning.apply_b2(cfg, variant)
+  tuning.apply(cfg, variant)
   mult = max(1, int(rules.batch_multiple)) * max(1, int(t.microbatches))
   if t.global_batch % mult:
     raise ScalingError(f"{where}: train.global_batch={t.global_batch} is not a multiple of "

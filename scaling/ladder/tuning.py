@@ -5,13 +5,16 @@ of the sweep once per variant: each combination of a learning-rate multiplier (`
 multiplier (`batch`) and a beta2 value (`b2`). The multipliers apply around the size rule
 (`scaling.hparam_rules.resolve`), so x1 is the run the rule alone would train, the same run (and
 folder) as without a sweep. Every variant is a run like any other: its lr, batch or b2 differ,
-so its run id does, and its label names it (`C=1e+10 d2 lr x0.5`).
+so its run id does, and its label names it (`C=1e+10 d2 lr x0.5`). `tune(seeds=k)` trains each
+variant at k training seeds (`train.seed` plus 0 .. k-1, labelled `seed +1`); seed +0 is the
+variant's run without seeds.
 
 The variants of one rung share a `tune_group`: the identity hash of the rung's config without
 the swept fields (`SWEPT`). Within a group:
 
-* `sweep_best` is 1 for the variant with the lowest final eval loss (0 for the others; a run
-  without a finite loss, e.g. diverged, is never best). Porian et al. 2024 ("Resolving
+* `sweep_best` is 1 for every seed of the variant with the lowest mean final eval loss over its
+  seeds (0 for the others; a run without a finite loss, e.g. diverged, is never best, and a
+  variant's mean is over its finite losses). Porian et al. 2024 ("Resolving
   discrepancies in compute-optimal scaling of language models", Sec. 4) and DeepSeek LLM
   (Sec. 3.1) tune each size this way before fitting; `scaling fit` fits the best only.
 * `under_tuned` is `up` when the best learning rate is the highest of the sweep (through the
@@ -33,20 +36,22 @@ import ml_collections
 
 from scaling.errors import ScalingError
 
-SWEPT = ("train.lr", "train.global_batch", "train.steps", "train.warmup_steps", "train.b2")
-COLUMNS = ("lr", "lr_mult", "batch_tokens", "batch_mult", "b2", "tune_group", "sweep_best",
-           "under_tuned")
+SWEPT = ("train.lr", "train.global_batch", "train.steps", "train.warmup_steps", "train.b2",
+         "train.seed")
+COLUMNS = ("lr", "lr_mult", "batch_tokens", "batch_mult", "b2", "seed", "tune_group",
+           "sweep_best", "under_tuned")
 # For each swept quantity: the row key of its value, of its multiplier, and its name in words.
 _PARAMS = {"lr": ("lr", "lr_mult", "LR"), "batch": ("batch_tokens", "batch_mult", "batch"),
            "b2": ("b2", None, "beta2")}
 
 
-def tune(lr=(1.0,), batch=(1.0,), b2=()) -> ml_collections.ConfigDict:
+def tune(lr=(1.0,), batch=(1.0,), b2=(), seeds: int = 1) -> ml_collections.ConfigDict:
   """A sweep's `tune` block: LR multipliers, batch multipliers and beta2 values (empty: the run
-  block's `train.b2`) to train every rung at."""
+  block's `train.b2`) to train every rung at, each with `seeds` training seeds (`train.seed`,
+  `train.seed + 1`, ...)."""
   return ml_collections.ConfigDict(dict(lr=tuple(float(x) for x in lr),
                                         batch=tuple(float(x) for x in batch),
-                                        b2=tuple(float(x) for x in b2)))
+                                        b2=tuple(float(x) for x in b2), seeds=int(seeds)))
 
 
 def _fmt(x: float) -> str:
@@ -54,11 +59,13 @@ def _fmt(x: float) -> str:
 
 
 def variants(sw, sweep: str) -> list[dict]:
-  """Every variant of sweep `sweep` (config `sw`), as `{lr_mult, batch_mult, b2, tag}`; one
-  plain variant (`{}`) when the sweep has no `tune` block.
+  """Every variant of sweep `sweep` (config `sw`), as `{lr_mult, batch_mult, b2, seed, tag}`
+  (`seed`: the offset added to `train.seed`); one plain variant (`{}`) when the sweep has no
+  `tune` block.
 
   Raises:
-    ScalingError: a non-positive multiplier, a b2 outside (0, 1), or a repeated value.
+    ScalingError: a non-positive multiplier, a b2 outside (0, 1), a repeated value, or fewer
+      than one seed.
   """
   t = sw.get("tune")
   if t is None:
@@ -71,12 +78,17 @@ def variants(sw, sweep: str) -> list[dict]:
     if not all(ok(v) for v in vals) or len(set(vals)) != len(vals):
       raise ScalingError(f"ladder.sweeps.{sweep}.tune.{key}={vals}: give distinct {what}, e.g. "
                          "tune(lr=(0.5, 1, 2))")
+  seeds = t.get("seeds", 1)
+  if not isinstance(seeds, int) or seeds < 1:
+    raise ScalingError(f"ladder.sweeps.{sweep}.tune.seeds={seeds!r}: give a whole number of "
+                       "seeds per variant, at least 1, e.g. tune(seeds=4)")
   out = []
-  for lr, batch, b2 in itertools.product(lrs, batches, b2s):
+  for lr, batch, b2, seed in itertools.product(lrs, batches, b2s, range(seeds)):
     tag = " ".join(p for p in (f"lr x{_fmt(lr)}" if len(lrs) > 1 else "",
                                f"B x{_fmt(batch)}" if len(batches) > 1 else "",
-                               f"b2 {_fmt(b2)}" if b2 is not None and len(b2s) > 1 else "") if p)
-    out.append(dict(lr_mult=float(lr), batch_mult=float(batch), b2=b2, tag=tag))
+                               f"b2 {_fmt(b2)}" if b2 is not None and len(b2s) > 1 else "",
+                               f"seed +{seed}" if seeds > 1 else "") if p)
+    out.append(dict(lr_mult=float(lr), batch_mult=float(batch), b2=b2, seed=seed, tag=tag))
   return out
 
 
@@ -101,10 +113,11 @@ def distinct(rungs: list) -> list:
   return rungs
 
 
-def apply_b2(cfg: ml_collections.ConfigDict, variant: dict) -> None:
-  """Sets the variant's beta2 (the multipliers are `hparam_rules.resolve`'s)."""
+def apply(cfg: ml_collections.ConfigDict, variant: dict) -> None:
+  """Sets the variant's beta2 and seed (the multipliers are `hparam_rules.resolve`'s)."""
   if variant.get("b2") is not None:
     cfg.train.b2 = float(variant["b2"])
+  cfg.train.seed = int(cfg.train.seed) + int(variant.get("seed", 0))
 
 
 def plain(sw, sweep: str) -> dict:
@@ -149,7 +162,7 @@ def rung_fields(cfg: ml_collections.ConfigDict) -> dict:
   """The tuning fields of a ladder manifest row (`Rung.row`), for `ladder status`."""
   lab = cfg.get("ladder") or {}
   return dict(lr_mult=lab.get("lr_mult"), batch_mult=lab.get("batch_mult"),
-              b2=float(cfg.train.b2), tune_group=_group_of(lab))
+              b2=float(cfg.train.b2), seed=int(cfg.train.seed), tune_group=_group_of(lab))
 
 
 def row_fields(config: dict) -> dict:
@@ -160,7 +173,8 @@ def row_fields(config: dict) -> dict:
   seq = t.get("seq_len")
   return dict(lr=t.get("lr"), lr_mult=lab.get("lr_mult"),
               batch_tokens=batch * seq if batch and seq else None,
-              batch_mult=lab.get("batch_mult"), b2=t.get("b2"), tune_group=_group_of(lab))
+              batch_mult=lab.get("batch_mult"), b2=t.get("b2"), seed=t.get("seed"),
+              tune_group=_group_of(lab))
 
 
 def _num(v) -> float | None:
@@ -183,11 +197,23 @@ def groups(rows: list[dict]) -> list[list[int]]:
   return list(by.values())
 
 
+def _variant(row: dict) -> tuple:
+  """What tells a row's variant from the other variants of its rung (not its seed)."""
+  return tuple(_num(row.get(_PARAMS[p][0])) for p in _PARAMS)
+
+
 def best_of(rows: list[dict], idx: list[int]) -> int | None:
-  """The index (of `idx`) with the lowest finite loss; None when no row has one."""
-  scored = [(_num(rows[i].get("loss")), i) for i in idx]
-  scored = [(v, i) for v, i in scored if v is not None]
-  return min(scored)[1] if scored else None
+  """The first index (of `idx`) of the variant with the lowest mean finite loss over its seeds;
+  None when no row has one. Seeds are averaged, not raced: the luckiest seed of a variant is no
+  evidence that the variant is better."""
+  by: dict[tuple, list] = {}
+  for i in idx:
+    v = _num(rows[i].get("loss"))
+    if v is not None:
+      by.setdefault(_variant(rows[i]), []).append((v, i))
+  if not by:
+    return None
+  return min((sum(v for v, _ in m) / len(m), m[0][1]) for m in by.values())[1]
 
 
 def siblings(rows: list[dict], idx: list[int], best: int, param: str) -> list[int]:
@@ -208,12 +234,13 @@ def edge(rows: list[dict], idx: list[int], best: int, param: str = "lr") -> str:
 
 
 def mark(rows: list[dict]) -> list[dict]:
-  """Adds `sweep_best` (1/0) and `under_tuned` (`up`/`down`/'') to every row, in place."""
+  """Adds `sweep_best` (1/0: every seed of the best variant is 1) and `under_tuned`
+  (`up`/`down`/'') to every row, in place."""
   for idx in groups(rows):
     best = best_of(rows, idx)
     flag = edge(rows, idx, best) if best is not None else ""
     for i in idx:
-      rows[i]["sweep_best"] = int(i == best)
+      rows[i]["sweep_best"] = int(best is not None and _variant(rows[i]) == _variant(rows[best]))
       rows[i]["under_tuned"] = flag
   return rows
 
@@ -250,7 +277,7 @@ def mark_status(manifest_rows: list[dict], states: list[dict]) -> list[str]:
   for m, s in zip(manifest_rows, states, strict=True):
     rows.append(dict(tune_group=m.get("tune_group"), params=m.get("params"),
                      tokens=m.get("tokens"), lr=m.get("lr"), lr_mult=m.get("lr_mult"),
-                     batch_tokens=m.get("global_batch"), b2=m.get("b2"),
+                     batch_tokens=m.get("global_batch"), b2=m.get("b2"), seed=m.get("seed"),
                      loss=s.get("eval_loss") if s.get("state") == "complete" else None,
                      rung=s.get("rung")))
   mark(rows)

@@ -176,3 +176,64 @@ def test_a_sweep_kind_without_variants_refuses_a_tune_block(tiny_ladder):
   tiny_ladder.ladder.sweeps.w.tune = tuning.tune(lr=(0.5, 1))
   with pytest.raises(ScalingError, match=r"^ladder\.sweeps\.w\.tune: .*wsd"):
     expand(tiny_ladder)
+
+
+def test_seeds_are_runs_of_one_rung_and_seed_0_is_the_untuned_run(tiny_ladder):
+  plain = {r.label: r for r in expand(tiny_ladder)}
+  rungs = _tuned(tiny_ladder, lr=(1, 2), seeds=3)
+  assert len(rungs) == 6 * len(plain) and len({r.run_id for r in rungs}) == len(rungs)
+  base_seed = tiny_ladder.run.train.seed
+  for r in rungs:
+    base = plain[r.config.ladder.rung]
+    offset = r.config.train.seed - base_seed
+    assert r.label.endswith(f"seed +{offset}") and offset in (0, 1, 2)
+    assert r.config.ladder.tune_group == base.config.ladder.tune_group  # seeds share the rung
+    if offset == 0 and r.config.ladder.lr_mult == 1:
+      assert r.run_id == base.run_id
+  with pytest.raises(ScalingError, match=r"tune.seeds=0: give a whole number of seeds"):
+    _tuned(tiny_ladder, seeds=0)
+
+
+def test_the_best_variant_is_the_best_mean_over_seeds_not_the_luckiest_seed():
+  # x1's seeds: 2.5 (lucky), 2.9, 2.9 -> mean 2.767; x2's: 2.7, 2.7, 2.7 -> 2.7.
+  rows = [dict(r, seed=s) for s, r in enumerate(_rows([2.5, 2.7], mults=(1, 2)))]
+  rows += [dict(r, seed=s + 2, run_id=f"{r['run_id']}s{s}")
+           for s in (1, 2) for r in _rows([2.9, 2.7], mults=(1, 2))]
+  tuning.mark(rows)
+  assert {(r["lr_mult"], r["sweep_best"]) for r in rows} == {(1, 0), (2, 1)}
+  assert sum(r["sweep_best"] for r in rows) == 3  # every seed of the best variant
+
+
+def _seed_workdir(root):
+  # Rung a: lr x1 at seeds 0-2 (mean 3.1) and x2 at seed 0 (3.15); rung b: one seed.
+  for rid, group, mult, seed, loss, n in (
+      ("a1s0", "ga", 1, 0, 3.0, 1e3), ("a1s1", "ga", 1, 1, 3.1, 1e3),
+      ("a1s2", "ga", 1, 2, 3.2, 1e3), ("a2s0", "ga", 2, 0, 3.15, 1e3),
+      ("b1s0", "gb", 1, 0, 2.7, 2e3)):
+    rec = _record(rid, group, mult, loss, n)
+    rec["config"]["train"]["seed"] = seed
+    write_json(root / "runs" / rid / "result.json", rec)
+  return root
+
+
+def test_fits_average_a_rungs_seeds_and_name_every_seed_run(tmp_path, capfd):
+  w = _seed_workdir(tmp_path)
+  table = load_table(str(w))
+  args = type("Args", (), dict(law="chinchilla", all_variants=False))
+  avg = variants.average_seeds(variants.select(table, args), args)
+  assert avg.run_id == ["a1s0", "b1s0"] and list(avg.loss) == pytest.approx([3.1, 2.7])
+  assert avg.extra["seeds"] == ["3", "1"] and avg.extra["seed_runs"][0] == "a1s0;a1s1;a1s2"
+  assert float(avg.extra["loss_sd"][0]) == pytest.approx(0.1)
+  assert "averaged each rung's seeds: 4 runs -> 2 rows" in avg.notes[-1]
+  args.all_variants = True
+  assert len(variants.average_seeds(table, args)) == 5  # --all-variants: every run
+  runs = provenance.runs(avg, "fit")
+  assert runs[0]["averaged_with"] == ["a1s1", "a1s2"] and "averaged_with" not in runs[1]
+  # --drop-highest-loss drops a rung (all its seeds), as the fit does after averaging.
+  dropped = provenance.trace_dropped(table, [], 1, best_only=True)
+  assert [d["run_id"] for d in dropped] == ["a2s0", "a1s0", "a1s1", "a1s2"]
+  # The CSV `results collect` writes loads and averages alike.
+  code, _ = run_cli(capfd, ["results", "collect", str(w), f"--out={w}/t.csv"])
+  args.all_variants = False
+  again = variants.average_seeds(variants.select(load_table(str(w / "t.csv")), args), args)
+  assert code == 0 and again.run_id == avg.run_id and list(again.loss) == list(avg.loss)
