@@ -101,12 +101,13 @@ def optima(table: Table, law: str) -> Table:
     if best is None:
       continue
     sib = tuning.siblings(rows, idx, best, law)
-    by_x: dict[float, float] = {}
+    seeds: dict[float, list] = {}  # a value's seeds (`tune(seeds=k)`): their mean loss
     for i in sib:
       x = tuning._num(rows[i][col])
       if x is not None and x > 0:
         loss = tuning._num(rows[i]["loss"])
-        by_x[x] = min(by_x.get(x, math.inf), math.inf if loss is None else loss)
+        seeds.setdefault(x, []).append(math.inf if loss is None else loss)
+    by_x = {x: sum(v) / len(v) for x, v in seeds.items()}
     if len(by_x) < 2:
       skipped += 1
       continue

@@ -126,3 +126,20 @@ def test_tables_without_sweeps_are_refused_in_one_line(tmp_path, capfd, columns,
   path.write_text(columns)
   code, err = run_cli(capfd, ["fit", str(path), "--law=lr"])
   assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_a_rungs_seeds_enter_its_optimum_as_their_mean():
+  # x0.5's seeds 2.60 / 3.00 (mean 2.80) against x1's 2.70 / 2.70 and x2's 2.90 / 2.90: the
+  # optimum lies between x0.5 and x1 by the means, at or below x0.5 by the luckiest seed.
+  losses = {0.5: (2.60, 3.00), 1.0: (2.70, 2.70), 2.0: (2.90, 2.90)}
+  rows = [dict(params=1e4, tokens=2e5, loss=loss, lr=0.01 * m, lr_mult=m, batch_tokens=4096,
+               b2=0.95, seed=s, tune_group="g")
+          for m, pair in losses.items() for s, loss in enumerate(pair)]
+  tuning.mark(rows)
+  assert {r["lr_mult"] for r in rows if r["sweep_best"]} == {1.0}
+  table = Table(np.array([r["params"] for r in rows]), np.array([r["tokens"] for r in rows]),
+                np.array([r["loss"] for r in rows]), {}, [str(i) for i in range(len(rows))],
+                {k: [str(r[k]) for r in rows] for k in ("lr", "lr_mult", "tune_group")})
+  opt = hparam_laws.optima(table, "lr")
+  x, _ = hparam_laws.refine([0.005, 0.01, 0.02], [2.8, 2.7, 2.9])
+  assert opt.loss[0] == pytest.approx(x) and 0.005 < x < 0.01
