@@ -281,10 +281,11 @@ def mark_status(manifest_rows: list[dict], states: list[dict]) -> list[str]:
                      loss=s.get("eval_loss") if s.get("state") == "complete" else None,
                      rung=s.get("rung")))
   mark(rows)
-  size = {i: len(idx) for idx in groups(rows) for i in idx}
+  size = {i: len({_variant(rows[j]) for j in idx}) for idx in groups(rows) for i in idx}
   for i, (r, s) in enumerate(zip(rows, states, strict=True)):
     s["sweep_best"], s["under_tuned"] = r["sweep_best"], r["under_tuned"]
-    # The `tune` column: which variant of a swept rung is best so far, and whether it is at an edge.
+    # The `tune` column: which variant of a swept rung is best so far, and whether it is at an
+    # edge ('-' where the rung has one variant, however many seeds).
     s["tune"] = ("best" + (f" (under-tuned: {r['under_tuned']})" if r["under_tuned"] else "")
                  if r["sweep_best"] and size[i] > 1 else "-")
   return warnings(rows, name=lambda r: r["rung"])
