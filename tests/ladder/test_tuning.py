@@ -237,3 +237,15 @@ def test_fits_average_a_rungs_seeds_and_name_every_seed_run(tmp_path, capfd):
   args.all_variants = False
   again = variants.average_seeds(variants.select(load_table(str(w / "t.csv")), args), args)
   assert code == 0 and again.run_id == avg.run_id and list(again.loss) == list(avg.loss)
+
+
+def test_status_shows_no_best_for_a_rung_swept_only_over_seeds():
+  manifest = [dict(tune_group="g", params=1e3, tokens=1e5, lr=0.01, lr_mult=1.0,
+                   global_batch=8, b2=0.95, seed=s) for s in (0, 1)]
+  states = [dict(state="complete", eval_loss=loss, rung=f"iso/d1 seed +{s}")
+            for s, loss in enumerate((2.9, 2.8))]
+  assert tuning.mark_status(manifest, states) == []
+  assert [s["tune"] for s in states] == ["-", "-"] and [s["sweep_best"] for s in states] == [1, 1]
+  manifest[1]["lr"], manifest[1]["lr_mult"] = 0.02, 2.0  # two variants: the best is shown
+  tuning.mark_status(manifest, states)
+  assert [s["tune"] for s in states] == ["-", "best (under-tuned: up)"]
