@@ -271,7 +271,7 @@ def _run_parallel(workdir, todo: list[Rung], parallel: int, done: int, total: in
   queue, held = ordered(todo), []
   by_id = {r.run_id: r for r in todo}
   workers = pool.Pool(workdir)
-  last_line = ""
+  last_line, stopped = "", False
   try:
     while queue or workers.busy or held:
       startable = ready_rungs(workdir, queue)
@@ -297,6 +297,14 @@ def _run_parallel(workdir, todo: list[Rung], parallel: int, done: int, total: in
           continue
         done += state["state"] == "complete"
         say(f"[{done}/{total} done] {rid}: {_fmt_state(state)}")
+        stopped = stopped or state["state"] == "interrupted"
+      if stopped:
+        # A signal stopped a worker's run but not this process (started with SIGINT ignored,
+        # as a non-interactive shell's background jobs are): start nothing more. The other
+        # workers got the signal too, or finish their runs; `close` waits for them. No SIGTERM
+        # here: one arriving after a worker's run has left its handler would kill it mid-record.
+        say("ladder interrupted; run the same command again to resume")
+        break
       line = _progress(workdir, [by_id[rid] for rid in workers.busy])
       if line and line != last_line:
         say(f"[{done}/{total} done] {line}")

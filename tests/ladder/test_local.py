@@ -99,24 +99,21 @@ def test_killed_runner_keeps_results_and_two_runners_share_the_work(tmp_path, da
   assert not any((w / "runs" / i / store.LOCK).exists() for i in ids)
 
 
-# `python -m scaling.cli`, with SIGINT as a terminal's shell leaves it. A process started with
-# SIGINT ignored (the convention for background jobs of a non-interactive shell, which is how
-# some CI agents and sandboxes start pytest) passes the ignore on, as `nohup` relies on, and the
-# runner would carry on after a Ctrl-C (its workers, which install their own handler, still
-# stop). Set in the child, not by `preexec_fn`, which forks a multithreaded (JAX) process.
-TERMINAL_CLI = [sys.executable, "-c", "import runpy, signal; "
-                "signal.signal(signal.SIGINT, signal.default_int_handler); "
-                "runpy.run_module('scaling.cli', run_name='__main__', alter_sys=True)"]
-
-
-def test_ctrl_c_on_a_parallel_ladder_stops_cleanly_and_a_rerun_finishes(tmp_path, data_dir,
-                                                                        capsys):
-  w = tmp_path / "ladder"
-  two = "--config.ladder.sweeps.iso.depths=(1,2)"
-  # A terminal's Ctrl-C: SIGINT to the runner and its workers at once (one process group).
+# `python -m scaling.cli` with SIGINT set in the child, not by `preexec_fn`, which forks a
+# multithreaded (JAX) process. A process started with SIGINT ignored (the convention for
+# background jobs of a non-interactive shell, which is how some CI agents and sandboxes start
+# pytest) passes the ignore on, as `nohup` relies on; its workers install their own handler.
+def _interrupt_parallel(w, data_dir, depths: str, sigint: str) -> str:
+  """Starts `ladder run --parallel=2` with SIGINT as `sigint` (`default`, a terminal's; `ignored`,
+  a background job's) in a session of its own, sends SIGINT to the whole group once a run has
+  stepped, and returns the runner's output (it exits 1)."""
+  handler = "signal.default_int_handler" if sigint == "default" else "signal.SIG_IGN"
+  cli_cmd = [sys.executable, "-c", "import runpy, signal; "
+             f"signal.signal(signal.SIGINT, {handler}); "
+             "runpy.run_module('scaling.cli', run_name='__main__', alter_sys=True)"]
   a = subprocess.Popen(
-      [*TERMINAL_CLI, "ladder", "run", TINY, f"--workdir={w}", "--parallel=2",
-       f"--config.run.data.data_dir={data_dir}", two],
+      [*cli_cmd, "ladder", "run", TINY, f"--workdir={w}", "--parallel=2",
+       f"--config.run.data.data_dir={data_dir}", f"--config.ladder.sweeps.iso.depths={depths}"],
       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
       start_new_session=True)
   deadline = time.time() + 240
@@ -130,7 +127,18 @@ def test_ctrl_c_on_a_parallel_ladder_stops_cleanly_and_a_rerun_finishes(tmp_path
   out = a.communicate(timeout=120)[0]
   assert "ladder interrupted; run the same command again to resume" in out, out
   assert "Traceback" not in out and a.returncode == 1, out
-  assert not any((w / "runs" / i / store.LOCK).exists() for i in _ids(w))
+  locked = [(i, store.run_state(w, i)["state"]) for i in _ids(w)
+            if (w / "runs" / i / store.LOCK).exists()]
+  assert not locked, (locked, out)
+  return out
+
+
+def test_ctrl_c_on_a_parallel_ladder_stops_cleanly_and_a_rerun_finishes(tmp_path, data_dir,
+                                                                        capsys):
+  w = tmp_path / "ladder"
+  two = "--config.ladder.sweeps.iso.depths=(1,2)"
+  # A terminal's Ctrl-C: SIGINT to the runner and its workers at once (one process group).
+  _interrupt_parallel(w, data_dir, "(1,2)", "default")
   assert cli.main(["ladder", "run", TINY, f"--workdir={w}", "--parallel=2",
                    f"--config.run.data.data_dir={data_dir}", two]) == 0
   assert "[2/2 done]" in capsys.readouterr().out
@@ -141,6 +149,15 @@ def test_ctrl_c_on_a_parallel_ladder_stops_cleanly_and_a_rerun_finishes(tmp_path
     log = (w / "runs" / i / "train.log").read_text()
     assert f"{i}: complete" in log and all(f"{j}: complete" not in log for j in ids if j != i)
   assert os.environ.get("XLA_FLAGS")  # the workers saw the same 8 simulated devices
+
+
+def test_a_runner_that_ignores_sigint_stops_with_its_workers(tmp_path, data_dir):
+  # A background job's Ctrl-C to the group reaches only the workers: the runner sees their runs
+  # end interrupted and stops too, starting none of the queued runs.
+  w = tmp_path / "ladder"
+  _interrupt_parallel(w, data_dir, "(1,2,3)", "ignored")
+  states = [store.run_state(w, i)["state"] for i in _ids(w)]
+  assert sorted(states) == ["interrupted", "interrupted", "pending"], states
 
 
 def _wait_any(workers, limit_s: float = 120) -> list[str]:
