@@ -9,8 +9,8 @@ so its run id does, and its label names it (`C=1e+10 d2 lr x0.5`). `tune(seeds=k
 variant at k training seeds (`train.seed` plus 0 .. k-1, labelled `seed +1`); seed +0 is the
 variant's run without seeds.
 
-The variants of one rung share a `tune_group`: the identity hash of the rung's config without
-the swept fields (`SWEPT`). Within a group:
+The variants of one rung, and their seeds, share a `tune_group`: the identity hash of the rung's
+config at its base seed without the swept fields (`SWEPT`). Within a group:
 
 * `sweep_best` is 1 for every seed of the variant with the lowest mean final eval loss over its
   seeds (0 for the others; a run without a finite loss, e.g. diverged, is never best, and a
@@ -36,8 +36,7 @@ import ml_collections
 
 from scaling.errors import ScalingError
 
-SWEPT = ("train.lr", "train.global_batch", "train.steps", "train.warmup_steps", "train.b2",
-         "train.seed")
+SWEPT = ("train.lr", "train.global_batch", "train.steps", "train.warmup_steps", "train.b2")
 COLUMNS = ("lr", "lr_mult", "batch_tokens", "batch_mult", "b2", "seed", "tune_group",
            "sweep_best", "under_tuned")
 # For each swept quantity: the row key of its value, of its multiplier, and its name in words.
@@ -129,13 +128,15 @@ def plain(sw, sweep: str) -> dict:
   return {}
 
 
-def group(cfg: ml_collections.ConfigDict, tokens: float) -> str:
+def group(cfg: ml_collections.ConfigDict, tokens: float, seed_offset: int = 0) -> str:
   """`g-<12 hex>`: the identity hash of a resolved rung config without the `SWEPT` fields, plus
   its planned tokens D (steps are swept with the batch), shared by every variant of the rung
-  (and by the same rung in another sweep)."""
+  (and by the same rung in another sweep). A seeded variant (`seed_offset`, `tune(seeds=k)`)
+  is hashed at its base seed, so its rung keeps the group it had before seeds existed."""
   from scaling.train.identity import identity_hash
 
   d = cfg.to_dict()
+  d["train"]["seed"] = int(d["train"]["seed"]) - int(seed_offset)
   for path in SWEPT:
     *parents, leaf = path.split(".")
     node = d
@@ -150,7 +151,7 @@ def labels(cfg: ml_collections.ConfigDict, base: str, variant: dict, tokens: flo
   """The tuning fields of a rung's `config.ladder` labels (outside its run id)."""
   return dict(rung=base, lr_mult=variant.get("lr_mult", 1.0),
               batch_mult=variant.get("batch_mult", 1.0), b2=variant.get("b2"),
-              tune_group=group(cfg, tokens))
+              tune_group=group(cfg, tokens, variant.get("seed", 0)))
 
 
 def _group_of(lab: dict):

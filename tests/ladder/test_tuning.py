@@ -249,3 +249,16 @@ def test_status_shows_no_best_for_a_rung_swept_only_over_seeds():
   manifest[1]["lr"], manifest[1]["lr_mult"] = 0.02, 2.0  # two variants: the best is shown
   tuning.mark_status(manifest, states)
   assert [s["tune"] for s in states] == ["-", "best (under-tuned: up)"]
+
+
+def test_seeds_leave_the_rungs_tune_group_as_it_was(tiny_ladder):
+  # Workdirs of older versions (no seeds) keep their groups: seed +0 of a seeded sweep, and
+  # every other seed, carry the group the plain rung has.
+  plain = {r.label: r.config.ladder.tune_group for r in expand(tiny_ladder)}
+  seeded = _tuned(tiny_ladder, seeds=2)
+  assert {r.config.ladder.tune_group for r in seeded} == set(plain.values())
+  assert all(r.config.ladder.tune_group == plain[r.config.ladder.rung] for r in seeded)
+  # The base seed is hashed, as it always was: a ladder at another seed is other groups.
+  tiny_ladder.run.train.seed += 7
+  tiny_ladder.ladder.sweeps.iso.tune = None
+  assert not {r.config.ladder.tune_group for r in expand(tiny_ladder)} & set(plain.values())
