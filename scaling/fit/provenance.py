@@ -167,7 +167,7 @@ def trace_dropped(raw: Table, filters: list[str], drop_highest_loss: int,
     sub = variants.average_seeds(sub)
   if 0 < drop_highest_loss < len(sub):
     order = np.argsort(sub.loss, kind="stable")  # as Table.drop_highest_loss
-    runs_of = sub.extra.get("seed_runs") or [r for r in sub.run_id]
+    runs_of = sub.extra.get("seed_runs") or sub.run_id
     row_of = {raw.run_id[i]: int(i) + 1 for i in idx}
     for j in sorted(order[len(sub) - drop_highest_loss:]):
       for rid in runs_of[j].split(";"):

@@ -46,15 +46,6 @@ def select(table: Table, args) -> Table:
   return out
 
 
-def _seed_key(table: Table, i: int) -> tuple | None:
-  """A row's rung and variant (its tune group and swept values); None outside a tune group."""
-  g = table.extra["tune_group"][i]
-  if g in ("", "None", "nan", None):
-    return None
-  return (g,) + tuple(table.extra.get(c, [""] * len(table))[i] for c in ("lr", "batch_tokens",
-                                                                          "b2"))
-
-
 def average_seeds(table: Table, args=None) -> Table:
   """One row per rung variant trained with several seeds: its mean final loss (nats), the
   columns of its lowest seed, and `seeds` (how many), `loss_sd` (their standard deviation) and
@@ -63,9 +54,15 @@ def average_seeds(table: Table, args=None) -> Table:
   if (args is not None and not best_only(args)) or "seed" not in table.extra \
       or "tune_group" not in table.extra:
     return table
+  from scaling.ladder import tuning
+
+  cols = {c: table.extra.get(c) for c in tuning.VARIANT_COLUMNS}
   groups: dict = {}
-  for i in range(len(table)):
-    groups.setdefault(_seed_key(table, i) or ("row", i), []).append(i)
+  for i, g in enumerate(table.extra["tune_group"]):
+    row = {c: (v[i] if v is not None else None) for c, v in cols.items()}
+    # Rows outside a tune group (a wsd trunk's, a hand-made table's) are never averaged.
+    key = ("row", i) if g in ("", "None", "nan") else (g, tuning.variant_of(row))
+    groups.setdefault(key, []).append(i)
   if all(len(g) == 1 for g in groups.values()):
     return table
 

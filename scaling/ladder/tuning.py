@@ -198,9 +198,13 @@ def groups(rows: list[dict]) -> list[list[int]]:
   return list(by.values())
 
 
-def _variant(row: dict) -> tuple:
-  """What tells a row's variant from the other variants of its rung (not its seed)."""
-  return tuple(_num(row.get(_PARAMS[p][0])) for p in _PARAMS)
+VARIANT_COLUMNS = tuple(key for key, _, _ in _PARAMS.values())  # lr, batch_tokens, b2
+
+
+def variant_of(row: dict) -> tuple:
+  """What tells a row's variant from the other variants of its rung (its swept values, not its
+  seed): the key under which `best_of`, `mark` and the fit's `average_seeds` group seeds."""
+  return tuple(_num(row.get(c)) for c in VARIANT_COLUMNS)
 
 
 def best_of(rows: list[dict], idx: list[int]) -> int | None:
@@ -211,7 +215,7 @@ def best_of(rows: list[dict], idx: list[int]) -> int | None:
   for i in idx:
     v = _num(rows[i].get("loss"))
     if v is not None:
-      by.setdefault(_variant(rows[i]), []).append((v, i))
+      by.setdefault(variant_of(rows[i]), []).append((v, i))
   if not by:
     return None
   return min((sum(v for v, _ in m) / len(m), m[0][1]) for m in by.values())[1]
@@ -240,8 +244,9 @@ def mark(rows: list[dict]) -> list[dict]:
   for idx in groups(rows):
     best = best_of(rows, idx)
     flag = edge(rows, idx, best) if best is not None else ""
+    won = variant_of(rows[best]) if best is not None else None
     for i in idx:
-      rows[i]["sweep_best"] = int(best is not None and _variant(rows[i]) == _variant(rows[best]))
+      rows[i]["sweep_best"] = int(won is not None and variant_of(rows[i]) == won)
       rows[i]["under_tuned"] = flag
   return rows
 
@@ -282,7 +287,7 @@ def mark_status(manifest_rows: list[dict], states: list[dict]) -> list[str]:
                      loss=s.get("eval_loss") if s.get("state") == "complete" else None,
                      rung=s.get("rung")))
   mark(rows)
-  size = {i: len({_variant(rows[j]) for j in idx}) for idx in groups(rows) for i in idx}
+  size = {i: len({variant_of(rows[j]) for j in idx}) for idx in groups(rows) for i in idx}
   for i, (r, s) in enumerate(zip(rows, states, strict=True)):
     s["sweep_best"], s["under_tuned"] = r["sweep_best"], r["under_tuned"]
     # The `tune` column: which variant of a swept rung is best so far, and whether it is at an
