@@ -8,20 +8,22 @@ cosine grid's. The fits, intervals, compute and times are printed (`pytest -s`).
 
 Two tests, one check:
 
-* In `make test`: the wsd ladder is trained (two worker processes, as the config's docstring
-  runs it) against the cosine grid as recorded in `cpu_branches_cosine.csv`. Training both
-  presets costs ~320 CPU-s on 2 cores, more than the suite's 15-minute budget has room for; the
-  wsd half (~140 CPU-s) is what the claim is about, and the recorded grid is kept honest in the
-  same test: its run ids must be the ones the cosine preset plans today (a changed config,
-  shape or size rule changes them), and its two smallest depths (12 of the 24 runs, 4% of the
-  grid's FLOPs, 28 of its ~170 worker CPU-s) are trained again and must reproduce the recorded
-  losses.
-* `make test-demo`: both presets trained, the cosine grid's fit from the fresh runs, and the
-  fresh grid checked against the recording (so a drifted recording is found and refreshed).
+* In `make test`: the branches' fit and the cosine grid's fit are those of the two presets as
+  recorded in `cpu_branches_wsd.csv` and `cpu_branches_cosine.csv`. Training both presets costs
+  ~320 CPU-s on 2 cores, more than the suite's 15-minute budget has room for, so the recordings
+  are kept honest in the same test: their run ids must be the ones each preset plans today (a
+  changed config, schedule, shape or size rule changes them), and each preset's two smallest
+  depths are trained again and must reproduce the recorded losses (wsd: 2 trunks and 12
+  branches; cosine: 12 runs; ~60 worker CPU-s in all), the branches spending what their plan
+  says. A change in the code that trains (the model, data, optimizer, schedule, forking) moves
+  those losses; one that touched only the larger depths would not, which `make test-demo` is for.
+* `make test-demo`: both presets trained in full, the fits from the fresh runs, and the fresh
+  grids checked against the recordings (so a drifted recording is found and refreshed).
 
-The recording: `scaling ladder run configs/ladders/cpu_branches.py:cosine --workdir=runs/cosine
---parallel=2`, then `scaling results collect runs/cosine --out=tests/ladder/cpu_branches_cosine.csv`
-(recorded at commit 88b4c8a, 2 CPU cores, jax 0.10.2; rerun both to refresh it).
+The recordings, for each preset (`PRESET` is empty for wsd, `:cosine` for the cosine grid):
+`scaling ladder run configs/ladders/cpu_branches.py$PRESET --workdir=runs/NAME --parallel=2`,
+then `scaling results collect runs/NAME --out=tests/ladder/cpu_branches_NAME.csv` (cosine
+recorded at commit 88b4c8a, wsd at 4bd6e0b; 2 CPU cores, jax 0.10.2; rerun both to refresh).
 """
 
 import dataclasses
@@ -44,11 +46,15 @@ from tests.helpers import load_config
 # 1.3811).
 pytestmark = [pytest.mark.xla_optimized]
 CONFIG = "configs/ladders/cpu_branches.py"
-RECORDED = pathlib.Path(__file__).with_name("cpu_branches_cosine.csv")
+HERE = pathlib.Path(__file__).parent
+# Each preset's config argument, its sweep, and its recording (module docstring).
+PRESETS = {"wsd": ("", "wsd"), "cosine": (":cosine", "grid")}
+RECORDED = {"wsd": HERE / "cpu_branches_wsd.csv", "cosine": HERE / "cpu_branches_cosine.csv"}
 # Between two builds of one program the losses differ by up to ~0.6% (measured: XLA's CPU
 # runtime with and without Eigen's thread pool, the same 28 wsd runs); a changed model, data
 # or schedule moves them by more.
 REPRODUCE_RTOL = 0.015
+SMALL_DEPTHS = "(1,2)"
 
 
 def _spent_flops(workdir) -> float:
@@ -64,14 +70,18 @@ def _spent_flops(workdir) -> float:
 def _train(preset: str, workdir, data_dir, *overrides: str) -> dict:
   """Trains one preset; its wall seconds and the CPU seconds of its worker processes."""
   began, used = time.time(), _child_cpu()
-  assert cli.main(["ladder", "run", f"{CONFIG}{preset}", f"--workdir={workdir}", "--parallel=2",
-                   f"--config.run.data.data_dir={data_dir}", *overrides]) == 0
+  assert cli.main(["ladder", "run", f"{CONFIG}{PRESETS[preset][0]}", f"--workdir={workdir}",
+                   "--parallel=2", f"--config.run.data.data_dir={data_dir}", *overrides]) == 0
   return {"wall_s": round(time.time() - began), "worker_cpu_s": round(_child_cpu() - used)}
 
 
 def _child_cpu() -> float:
   usage = resource.getrusage(resource.RUSAGE_CHILDREN)
   return usage.ru_utime + usage.ru_stime
+
+
+def _plan(preset: str, cfg=None) -> list:
+  return spec.expand(cfg or load_config(f"{CONFIG}{PRESETS[preset][0]}"))
 
 
 def _summary(fit) -> dict:
@@ -89,13 +99,13 @@ def _isolated_workers(tmp_path, monkeypatch) -> None:
   monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
-def _check_recording(fresh: Table, cosine=None) -> Table:
-  """The recorded cosine grid is the one the `cosine` ladder config (default: the preset's)
-  plans today, and `fresh` (some or all of its runs, trained now) reproduces its losses.
-  Returns the recorded table."""
-  recorded = load_table(str(RECORDED))
-  planned = {r.run_id for r in spec.expand(cosine or load_config(f"{CONFIG}:cosine"))}
-  refresh = f"the cosine grid changed; refresh {RECORDED.name} (module docstring)"
+def _check_recording(preset: str, fresh: Table, cfg=None) -> Table:
+  """The preset's recorded grid is the one its config (default: the preset's own) plans today,
+  and `fresh` (some or all of its runs, trained now) reproduces its losses. Returns the
+  recorded table."""
+  recorded = load_table(str(RECORDED[preset]))
+  planned = {r.run_id for r in _plan(preset, cfg) if r.role != "trunk"}
+  refresh = f"the {preset} grid changed; refresh {RECORDED[preset].name} (module docstring)"
   assert set(recorded.run_id) == planned, refresh
   by_id = dict(zip(recorded.run_id, recorded.loss, strict=True))
   want = np.array([by_id[i] for i in fresh.run_id])
@@ -122,18 +132,23 @@ def _compare(branches: Table, independent: Table, wsd_flops: float, cosine_flops
     assert lo <= fits["wsd"].params[k] <= hi, (k, fits["wsd"].params[k], ref[k])
 
 
-@pytest.mark.slow(seconds=330)
+@pytest.mark.slow(seconds=80)
 def test_cooldown_branches_match_the_recorded_cosine_grid(tmp_path, data_dir, monkeypatch):
   _isolated_workers(tmp_path, monkeypatch)
-  wsd, small = tmp_path / "wsd", tmp_path / "cosine_d1_d2"
-  times = {"wsd": _train("", wsd, data_dir),
-           "cosine_d1_d2": _train(":cosine", small, data_dir,
-                                  "--config.ladder.sweeps.grid.depths=(1,2)")}
-  fresh = load_table(str(small))
-  assert len(fresh) == 12
-  recorded = _check_recording(fresh)
-  _compare(load_table(str(wsd)), recorded, _spent_flops(wsd),
-           float(recorded.get("flops").sum()), times)
+  times, recorded = {}, {}
+  for preset, (_, sweep) in PRESETS.items():
+    small = f"--config.ladder.sweeps.{sweep}.depths={SMALL_DEPTHS}"
+    times[preset] = _train(preset, tmp_path / preset, data_dir, small)
+    fresh = load_table(str(tmp_path / preset))
+    assert len(fresh) == 12
+    recorded[preset] = _check_recording(preset, fresh)
+  # The runs spent what their plan says (a branch only its steps after the fork), so the plan's
+  # FLOPs of the whole recorded grid are what it cost.
+  cfg = load_config(CONFIG)
+  cfg.ladder.sweeps.wsd.depths = (1, 2)
+  assert np.isclose(_spent_flops(tmp_path / "wsd"), sum(r.spent_flops for r in _plan("wsd", cfg)))
+  _compare(recorded["wsd"], recorded["cosine"],
+           *(sum(r.spent_flops for r in _plan(p)) for p in PRESETS), times)
 
 
 @pytest.mark.slow(seconds=400)
@@ -141,18 +156,20 @@ def test_cooldown_branches_match_the_recorded_cosine_grid(tmp_path, data_dir, mo
 def test_cooldown_branches_match_the_independent_cosine_fit(tmp_path, data_dir, monkeypatch):
   _isolated_workers(tmp_path, monkeypatch)
   wsd, cosine = tmp_path / "wsd", tmp_path / "cosine"
-  times = {"wsd": _train("", wsd, data_dir), "cosine": _train(":cosine", cosine, data_dir)}
-  independent = load_table(str(cosine))
-  _compare(load_table(str(wsd)), independent, _spent_flops(wsd), _spent_flops(cosine), times)
-  _check_recording(independent)
+  times = {"wsd": _train("wsd", wsd, data_dir), "cosine": _train("cosine", cosine, data_dir)}
+  branches, independent = load_table(str(wsd)), load_table(str(cosine))
+  _compare(branches, independent, _spent_flops(wsd), _spent_flops(cosine), times)
+  _check_recording("wsd", branches)
+  _check_recording("cosine", independent)
 
 
-def test_the_recording_check_fails_on_a_drifted_grid():
-  recorded = _check_recording(load_table(str(RECORDED)))  # the recording reproduces itself
+@pytest.mark.parametrize("preset", PRESETS)
+def test_the_recording_check_fails_on_a_drifted_grid(preset):
+  recorded = _check_recording(preset, load_table(str(RECORDED[preset])))  # reproduces itself
   with pytest.raises(AssertionError, match="refresh"):
-    _check_recording(dataclasses.replace(recorded, loss=recorded.loss * 1.02))
+    _check_recording(preset, dataclasses.replace(recorded, loss=recorded.loss * 1.02))
   # A preset that plans other runs (a longer warm-up here) no longer matches the recording.
-  cosine = load_config(f"{CONFIG}:cosine")
-  cosine.ladder.rules.warmup_fraction = 0.1
+  cfg = load_config(f"{CONFIG}{PRESETS[preset][0]}")
+  cfg.ladder.rules.warmup_fraction = 0.1
   with pytest.raises(AssertionError, match="refresh"):
-    _check_recording(recorded, cosine)
+    _check_recording(preset, recorded, cfg)
