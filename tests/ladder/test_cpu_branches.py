@@ -23,7 +23,7 @@ Two tests, one check:
 The recordings, for each preset (`PRESET` is empty for wsd, `:cosine` for the cosine grid):
 `scaling ladder run configs/ladders/cpu_branches.py$PRESET --workdir=runs/NAME --parallel=2`,
 then `scaling results collect runs/NAME --out=tests/ladder/cpu_branches_NAME.csv` (cosine
-recorded at commit 88b4c8a, wsd at 4bd6e0b; 2 CPU cores, jax 0.10.2; rerun both to refresh).
+recorded at commit 88b4c8a, wsd at c9f1d84; 2 CPU cores, jax 0.10.2; rerun both to refresh).
 """
 
 import dataclasses
