@@ -8,7 +8,9 @@ the run's lock, with the worker's output appended to that run's log.
 
 Protocol: the runner writes a run id and a newline to a worker's stdin; the worker answers on
 its stdout with one JSON line, `{"run_id": ..., "state": ...}`, once the run is over. End of
-input ends the worker; so does a run that ended `interrupted` (the worker was told to stop).
+input ends the worker; so does a run that ended `interrupted` (the worker was told to stop), or
+one during which a signal arrived outside its training loop (`train.stop.Deferred`: the run
+finishes its record first).
 A worker that dies mid-run (killed, out of memory) is seen as end of output: the runner reads
 that run's state from the workdir and starts a fresh worker for the next run.
 """
@@ -20,13 +22,13 @@ import json
 import logging
 import os
 import select
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 
 from scaling import gc_policy
 from scaling.errors import ScalingError
+from scaling.train import stop
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +121,11 @@ def serve(work: Callable[[str], dict], log_path: Callable[[str], str]) -> int:
   The callables come from the caller (`runner.work`, `runner.log_path`), so this module, which
   the runner imports, imports nothing of the runner's.
   """
-  # Ctrl-C reaches every process of the terminal's group: a busy worker's run stops cleanly
-  # (`train.stop` installs its own handler for the run), an idle one waits for the runner to
-  # end it rather than printing a KeyboardInterrupt traceback.
-  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  # Ctrl-C reaches every process of the terminal's group, and the runner SIGTERMs its busy
+  # workers: a run's loop stops cleanly on either (its own `StopFlag`); one arriving outside the
+  # loop (compiling, writing the record) is kept, never a death mid-record; an idle worker
+  # waits for the runner to end it rather than printing a KeyboardInterrupt traceback.
+  signals = stop.Deferred().install()
   reply = os.fdopen(os.dup(1), "w", buffering=1)
   # Nothing but answers may reach the runner's pipe: between runs stdout goes nowhere.
   devnull = os.open(os.devnull, os.O_WRONLY)
@@ -135,6 +138,7 @@ def serve(work: Callable[[str], dict], log_path: Callable[[str], str]) -> int:
     run_id = line.strip()
     if not run_id:
       continue
+    signals.busy = True
     with _output_to(log_path(run_id)):
       try:
         state = work(run_id)["state"]
@@ -145,7 +149,10 @@ def serve(work: Callable[[str], dict], log_path: Callable[[str], str]) -> int:
         log.exception("run %s crashed", run_id)
         state = "failed"
       print(f"{run_id}: {state}", flush=True)
+    # Idle before the answer: once the runner has it, this worker is idle to it (a signal after
+    # that is an idle worker's), and the record is written.
+    signals.busy = False
     reply.write(json.dumps({"run_id": run_id, "state": state}) + "\n")
-    if state == "interrupted":
+    if state == "interrupted" or signals.pending is not None:
       break
   return 0

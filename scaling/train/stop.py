@@ -1,6 +1,9 @@
 """Stopping cleanly on SIGTERM/SIGINT: the loop checkpoints, records `interrupted` and returns.
 
-Cloud TPU preemption and `scancel` send SIGTERM; Ctrl-C sends SIGINT.
+Cloud TPU preemption and `scancel` send SIGTERM; Ctrl-C sends SIGINT. A process that trains
+run after run (a ladder's pool worker) keeps `Deferred` installed between the loops, so that a
+signal landing outside one (while a run compiles, or writes its record) neither kills the
+process mid-record nor is lost: the next loop starts stopped, or the worker ends after its run.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ class StopFlag:
       yield self
       return
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    for handler in previous.values():  # a signal a Deferred kept for this run stops it now
+      if isinstance(handler, Deferred) and handler.pending is not None:
+        self.signal = handler.pending
     for s in previous:
       signal.signal(s, lambda signum, frame: setattr(self, "signal", signum))
     try:
@@ -32,3 +38,26 @@ class StopFlag:
     finally:
       for s, handler in previous.items():
         signal.signal(s, handler)
+
+
+class Deferred:
+  """A SIGTERM/SIGINT handler for a process that trains run after run, installed for its life
+  (`install`). While `busy` (a run under way, outside its loop's own `StopFlag`), a signal is
+  kept in `pending`: the run's loop, if it has yet to start, starts stopped, and the process
+  ends once the run's record is written. While idle, SIGTERM ends the process at once (nothing
+  is under way) and SIGINT is ignored (Ctrl-C reaches the whole group; the parent ends it)."""
+
+  def __init__(self):
+    self.busy = False
+    self.pending: int | None = None
+
+  def install(self) -> Deferred:
+    for s in (signal.SIGTERM, signal.SIGINT):
+      signal.signal(s, self)
+    return self
+
+  def __call__(self, signum: int, frame) -> None:
+    if self.busy:
+      self.pending = signum
+    elif signum == signal.SIGTERM:
+      raise SystemExit(128 + signum)

@@ -193,3 +193,50 @@ def test_pool_worker_answers_and_dead_workers_are_replaced(tmp_path):
   assert last.poll() is None
   workers.close()  # end of input ends a worker cleanly
   assert last.returncode == 0
+
+
+# A pool worker whose run is signalled after its training loop, while it writes the record (the
+# moment the runner's SIGTERM after a Ctrl-C can land): `serve` with a run that signals itself,
+# then takes a while to finish and writes its record.
+_SIGNALLED_RUN = """
+import os, pathlib, signal, sys, time
+from scaling.ladder import pool
+def work(run_id):
+  os.kill(os.getpid(), getattr(signal, sys.argv[2]))
+  time.sleep(0.3)
+  pathlib.Path(sys.argv[1], run_id).write_text("recorded")
+  return {"state": "complete"}
+sys.exit(pool.serve(work, lambda run_id: os.devnull))
+"""
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_worker_signalled_outside_its_loop_writes_the_record_and_ends(tmp_path, signame):
+  proc = subprocess.Popen([sys.executable, "-c", _SIGNALLED_RUN, str(tmp_path), signame],
+                          cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+  proc.stdin.write("r1\n")
+  proc.stdin.flush()  # stdin stays open: the worker ends of its own accord
+  assert json.loads(proc.stdout.readline()) == {"run_id": "r1", "state": "complete"}
+  assert proc.wait(timeout=60) == 0
+  assert (tmp_path / "r1").read_text() == "recorded"
+
+
+def test_a_kept_signal_stops_the_next_loop_and_sigterm_ends_an_idle_worker():
+  from scaling.train.stop import Deferred, StopFlag
+
+  saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    signals = Deferred().install()
+    signals.busy = True
+    os.kill(os.getpid(), signal.SIGTERM)  # while a run compiles: kept, not fatal
+    assert signals.pending == signal.SIGTERM
+    with StopFlag().installed() as flag:  # the run's loop starts stopped
+      assert flag.signal == signal.SIGTERM
+    signals.busy, signals.pending = False, None
+    os.kill(os.getpid(), signal.SIGINT)  # idle: Ctrl-C is the runner's to act on
+    assert signals.pending is None
+    with pytest.raises(SystemExit):
+      os.kill(os.getpid(), signal.SIGTERM)  # idle: nothing under way, so the worker ends
+  finally:
+    for s, handler in saved.items():
+      signal.signal(s, handler)
