@@ -44,6 +44,7 @@ slurm:
 # tests without XLA's backend optimizations (about half the compile time) and lets a late
 # collective wait instead of aborting. On a fresh machine the venv's pip install and Slurm's
 # apt-get install run side by side (a -j2 sub-make): both spend most of their time on downloads.
+# The log ends with the 20 slowest tests: where the suite's 15 minutes go.
 test:
 	@$(MAKE) --no-print-directory -j2 $(STAMP) slurm
 	$(BIN)/ruff check scaling configs experiments tests
@@ -51,7 +52,8 @@ test:
 	XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu \
 	  JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.jax-cache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
 	  JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0 \
-	  $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not demo" tests
+	  $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not demo" \
+	    --durations=20 tests
 
 # The cooldown branches of configs/ladders/cpu_branches.py against the same grid of cosine runs,
 # both trained afresh (tests/ladder/test_cpu_branches.py, ~190 s and ~350 CPU-s on 2 idle
