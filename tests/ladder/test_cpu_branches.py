@@ -54,7 +54,7 @@ RECORDED = {"wsd": HERE / "cpu_branches_wsd.csv", "cosine": HERE / "cpu_branches
 # runtime with and without Eigen's thread pool, the same 28 wsd runs); a changed model, data
 # or schedule moves them by more.
 REPRODUCE_RTOL = 0.015
-SMALL_DEPTHS = "(1,2)"
+SMALL_DEPTHS = (1, 2)  # what `make test` retrains of each preset
 
 
 def _spent_flops(workdir) -> float:
@@ -82,6 +82,11 @@ def _child_cpu() -> float:
 
 def _plan(preset: str, cfg=None) -> list:
   return spec.expand(cfg or load_config(f"{CONFIG}{PRESETS[preset][0]}"))
+
+
+def _planned_flops(preset: str, cfg=None) -> float:
+  """FLOPs the preset's plan trains: trunks, branches after their forks, independent runs."""
+  return sum(r.spent_flops for r in _plan(preset, cfg))
 
 
 def _summary(fit) -> dict:
@@ -145,10 +150,10 @@ def test_cooldown_branches_match_the_recorded_cosine_grid(tmp_path, data_dir, mo
   # The runs spent what their plan says (a branch only its steps after the fork), so the plan's
   # FLOPs of the whole recorded grid are what it cost.
   cfg = load_config(CONFIG)
-  cfg.ladder.sweeps.wsd.depths = (1, 2)
-  assert np.isclose(_spent_flops(tmp_path / "wsd"), sum(r.spent_flops for r in _plan("wsd", cfg)))
+  cfg.ladder.sweeps.wsd.depths = SMALL_DEPTHS
+  assert np.isclose(_spent_flops(tmp_path / "wsd"), _planned_flops("wsd", cfg))
   _compare(recorded["wsd"], recorded["cosine"],
-           *(sum(r.spent_flops for r in _plan(p)) for p in PRESETS), times)
+           *(_planned_flops(p) for p in PRESETS), times)
 
 
 @pytest.mark.slow(seconds=400)
