@@ -58,7 +58,7 @@ test:
 # The cooldown branches of configs/ladders/cpu_branches.py against the same grid of cosine runs,
 # both trained afresh (tests/ladder/test_cpu_branches.py, ~190 s and ~350 CPU-s on 2 idle
 # cores). `make test` runs the same check on both grids as recorded in tests/ladder/
-# cpu_branches_{wsd,cosine}.csv, with their depths 1-2 retrained, for its 15 minutes.
+# cpu_branches_{wsd,cosine}.csv, with their depth 1 retrained, for its 15 minutes.
 test-demo: $(STAMP)
 	XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu \
 	  $(BIN)/python -m pytest -q -m demo tests/ladder/test_cpu_branches.py

@@ -10,6 +10,16 @@ from scaling import config
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+def xla_flags(devices: int | None = None) -> str:
+  """XLA_FLAGS for a process a test starts: the suite's flags (tests/conftest.py) with `devices`
+  simulated CPU devices, or XLA's default (one) when None."""
+  flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+           if not f.startswith("--xla_force_host_platform_device_count")]
+  if devices is not None:
+    flags.append(f"--xla_force_host_platform_device_count={devices}")
+  return " ".join(flags)
+
+
 def load_config(spec: str):
   """`configs/dense.py:tiny` (relative to the repository) -> the ConfigDict."""
   return config.load(os.fspath(ROOT / spec))

@@ -44,8 +44,8 @@ every self-check, the branches' fails one, `interval_bounds` (alpha's interval i
 the cosine run of the same (N, D) (0.46 below at the smallest, never more than 0.004 above).
 `make test` fits both presets as recorded in `tests/ladder/cpu_branches_wsd.csv` and
 `cpu_branches_cosine.csv` (the losses above; tables load in run-id order, so the recording's fit
-is the table's, intervals included) and retrains each preset's depths 1-2 against its recording
-(2 trunks and 12 branches, 12 cosine runs; ~60 worker CPU-s, ~50 s of the suite's wall time).
+is the table's, intervals included) and retrains each preset's depth 1 against its recording
+(1 trunk and 6 branches, 6 cosine runs; ~28 worker CPU-s; depths 1-2 cost 61).
 The branches' fit stays inside those intervals in 29 of 30 draws when every branch loss is
 perturbed by 0.2% (one leaves alpha's), and when a different XLA CPU runtime setting (no Eigen
 thread pool) moved the 28 losses by 0.19% RMS (alpha 1.251, beta 0.873, E 1.261); at 0.4%

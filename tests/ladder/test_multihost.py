@@ -10,6 +10,7 @@ import sys
 import portpicker
 import pytest
 
+from tests import helpers
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.slow
@@ -27,11 +28,8 @@ def _flags(data_dir):
 
 
 def _env(devices):
-  # This test's device count; the other XLA flags (tests/conftest.py's collective timeout) stay.
-  flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
-           if not f.startswith("--xla_force_host_platform_device_count")]
-  flags.append(f"--xla_force_host_platform_device_count={devices}")
-  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(flags))
+  # This test's device count; the suite's other XLA flags (tests/conftest.py) stay.
+  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=helpers.xla_flags(devices))
 
 
 def _train(args, devices):
