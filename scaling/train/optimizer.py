@@ -50,7 +50,9 @@ def schedule(t: ml_collections.ConfigDict) -> optax.Schedule:
   `wsd` and `constant` share their warm-up and stable phases term for term (one
   `optax.join_schedules`, the decay joined last), so a run of either gets bitwise the same
   learning rate at every step before `decay_start`: what lets a cooldown branch restored from a
-  constant-LR trunk continue the trunk exactly.
+  constant-LR trunk continue the trunk exactly. (Jitted as XLA compiles by default; its older
+  CPU fusion emitters, `--xla_cpu_use_fusion_emitters=false`, round some warm-up rates of the
+  two programs 1 ulp apart.)
   """
   peak, floor = t.lr, t.lr * t.min_lr_ratio
   if t.schedule == "cosine":

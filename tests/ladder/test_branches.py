@@ -42,7 +42,12 @@ def test_wsd_equals_constant_before_its_decay_then_cools_down_in_its_shape():
   constant.update(schedule="constant", steps=80)
   assert decay_start(t) == 80
   steps = jnp.arange(80)
-  np.testing.assert_array_equal(jax.jit(schedule(t))(steps), jax.jit(schedule(constant))(steps))
+  # Compiled as `scaling` compiles them: XLA's CPU fusion emitters, which the suite turns off
+  # for speed (tests/conftest.py), and under whose older emitters the two programs round 4 of
+  # the 10 warm-up rates differently (1 ulp).
+  default = {"xla_cpu_use_fusion_emitters": True}
+  np.testing.assert_array_equal(jax.jit(schedule(t), compiler_options=default)(steps),
+                                jax.jit(schedule(constant), compiler_options=default)(steps))
   # 1-sqrt (Hagele et al. 2024): floor + (peak - floor) (1 - sqrt(k / 20)) at decay step k.
   assert float(schedule(t)(85)) == pytest.approx(1e-4 + 9e-4 * (1 - 0.5))
   assert float(schedule(t)(100)) == pytest.approx(1e-4)
