@@ -45,8 +45,9 @@ slurm:
 # entry can never hide a change, compiles each once. Whole files go to the two workers heaviest
 # first (the order tests/conftest.py gives them; `--no-loadscope-reorder` keeps it), so that
 # neither worker ends on a long file while the other idles. tests/conftest.py also compiles most
-# tests without XLA's backend optimizations (about half the compile time) and lets a late
-# collective wait instead of aborting. On a fresh machine the venv's pip install and Slurm's
+# tests without XLA's backend optimizations (about half the compile time) and every test with
+# XLA's older CPU fusion emitters (about half again), and lets a late collective wait instead
+# of aborting. On a fresh machine the venv's pip install and Slurm's
 # apt-get install run side by side (a -j2 sub-make): both spend most of their time on downloads.
 # The log ends with the 20 slowest tests: where the suite's 15 minutes go.
 test:
