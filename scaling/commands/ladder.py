@@ -248,7 +248,10 @@ def _worker(fv, workdir: str) -> int:
     raise ScalingError("scaling ladder worker needs --run_id=ID (see `scaling ladder status`)")
   from scaling.ladder import runner
   from scaling.parallel.distributed import maybe_initialize
+  from scaling.train import stop
   maybe_initialize()  # pod slices and multi-task Slurm steps are detected
-  state = runner.work(workdir, run_id)
+  # A scheduler's SIGTERM (preemption, scancel) landing while the run compiles or writes its
+  # record is kept, not a death mid-record that leaves its lock behind.
+  state = stop.Deferred().install().around(lambda: runner.work(workdir, run_id))
   print(f"{run_id}: {state['state']}")
   return 0 if state["state"] == "complete" else 1

@@ -4,6 +4,8 @@ Cloud TPU preemption and `scancel` send SIGTERM; Ctrl-C sends SIGINT. A process 
 run after run (a ladder's pool worker) keeps `Deferred` installed between the loops, so that a
 signal landing outside one (while a run compiles, or writes its record) neither kills the
 process mid-record nor is lost: the next loop starts stopped, or the worker ends after its run.
+A process that trains one run (`ladder worker --run_id`, what Slurm and TPU VMs run) keeps it
+around that run (`Deferred.around`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class StopFlag:
@@ -55,6 +60,16 @@ class Deferred:
     for s in (signal.SIGTERM, signal.SIGINT):
       signal.signal(s, self)
     return self
+
+  def around(self, run: Callable[[], T]) -> T:
+    """`run()`, busy: what a process that trains one run (`ladder worker --run_id`) does with
+    its life. A signal before the run's loop starts stops that loop at once; one after it is
+    kept until the run's record is written, and the process then ends as the run did."""
+    self.busy = True
+    try:
+      return run()
+    finally:
+      self.busy = False
 
   def __call__(self, signum: int, frame) -> None:
     if self.busy:

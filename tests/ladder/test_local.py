@@ -221,6 +221,31 @@ def test_a_worker_signalled_outside_its_loop_writes_the_record_and_ends(tmp_path
   assert (tmp_path / "r1").read_text() == "recorded"
 
 
+_SIGNALLED_ONE_RUN = """
+import os, pathlib, signal, sys, time
+from scaling import cli
+from scaling.ladder import runner
+def work(workdir, run_id):
+  os.kill(os.getpid(), getattr(signal, sys.argv[2]))
+  time.sleep(0.3)
+  pathlib.Path(workdir, run_id).write_text("recorded")
+  return {"state": "complete"}
+runner.work = work
+sys.exit(cli.main(["ladder", "worker", sys.argv[1], "--run_id=r1"]))
+"""
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_one_run_worker_signalled_outside_its_loop_writes_the_record(tmp_path, signame):
+  """`ladder worker --run_id` (Slurm, TPU VMs) keeps a signal that lands outside the run's loop
+  (here while the run writes its record) and ends as the run did, record written."""
+  done = subprocess.run([sys.executable, "-c", _SIGNALLED_ONE_RUN, str(tmp_path), signame],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr
+  assert "r1: complete" in done.stdout
+  assert (tmp_path / "r1").read_text() == "recorded"
+
+
 def test_a_kept_signal_stops_the_next_loop_and_sigterm_ends_an_idle_worker():
   from scaling.train.stop import Deferred, StopFlag
 
