@@ -4,7 +4,8 @@
   python experiments/bench_compile_flags.py --rounds=3 --devices=1 --optimized --steps=400
 
 Why tests/conftest.py compiles the suite with `--xla_cpu_use_fusion_emitters=false`: each round
-trains one tiny dense run (2 layers, d_model 32, batch 8 x 64, `--steps` steps, one eval) in a
+trains `configs/dense.py:tiny` (2 layers, d_model 64; float32, batch 8 x 128, `--steps`
+steps, one eval) in a
 fresh process per variant, the order flipping every round, with no persistent compilation
 cache, so every program (initialiser, train step, eval step) is compiled. Prints one JSON
 object: per variant the median XLA compile seconds (JAX's `backend_compile_duration` events),
@@ -32,7 +33,7 @@ def _one_run(args) -> None:
   import jax
   from jax._src import monitoring
 
-  from scaling.config import default_config
+  from scaling.config import load
   from scaling.train.loop import train
 
   compile_s = []
@@ -40,12 +41,10 @@ def _one_run(args) -> None:
       lambda event, secs, **_: compile_s.append(secs)
       if event == "/jax/core/compile/backend_compile_duration" else None)
   jax.config.update("jax_disable_most_optimizations", not args.optimized)
-  cfg = default_config()
-  cfg.model.update(num_layers=2, d_model=32, num_heads=4, num_kv_heads=4, d_ff=64,
-                   vocab_size=256, max_len=64, dtype="float32")
-  cfg.train.update(steps=args.steps, global_batch=8, seq_len=64, warmup_steps=2, lr=1e-2,
-                   log_every=args.steps, eval_every=args.steps, eval_batches=2,
-                   checkpoint_every=args.steps)
+  cfg = load(os.path.join(os.path.dirname(__file__), "..", "configs", "dense.py:tiny"))
+  cfg.model.dtype = "float32"  # bfloat16 is slow on CPUs
+  cfg.train.update(steps=args.steps, global_batch=8, warmup_steps=2, log_every=args.steps,
+                   eval_every=args.steps, eval_batches=2, checkpoint_every=args.steps)
   cfg.data.data_dir = args.data_dir
   cfg.data.synthetic.update(train_tokens=65536, validation_tokens=16384, num_contexts=256)
   wall, cpu = time.time(), time.process_time()

@@ -21,7 +21,7 @@ import nbclient
 import nbformat
 import pytest
 
-from tests import helpers
+from tests.helpers import xla_flags
 
 COLAB = pathlib.Path(__file__).resolve().parents[1] / "colab"
 NOTEBOOKS = ("quickstart", "chinchilla_replication", "moe_routing", "emergence")
@@ -93,7 +93,7 @@ def test_notebook_executes(name, tmp_path, monkeypatch):
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
   # One CPU device, as on a Colab CPU runtime (the rest of the suite simulates 8); the notebooks'
   # batch sizes are multiples of 8, so they also run on an 8-core TPU.
-  monkeypatch.setenv("XLA_FLAGS", helpers.xla_flags())
+  monkeypatch.setenv("XLA_FLAGS", xla_flags())
   for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
     monkeypatch.setenv(var, "http://127.0.0.1:9")  # nothing listens: downloads fail fast
   monkeypatch.delenv("SCALING_NOTEBOOK_FIGURES", raising=False)

@@ -18,6 +18,7 @@ that run's state from the workdir and starts a fresh worker for the next run.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -114,6 +115,21 @@ def _output_to(path: str) -> Iterator[None]:
       os.close(f)
 
 
+def _one_run(work: Callable[[str], dict], log_path: Callable[[str], str], run_id: str) -> str:
+  """`work(run_id)`'s state, its output appended to the run's log; a crash is `failed`."""
+  with _output_to(log_path(run_id)):
+    try:
+      state = work(run_id)["state"]
+    except ScalingError as e:  # bad input: its one line, as `ladder worker --run_id` gives
+      log.error("run %s: %s", run_id, e)
+      state = "failed"
+    except Exception:  # noqa: BLE001 - one broken run must not end the worker
+      log.exception("run %s crashed", run_id)
+      state = "failed"
+    print(f"{run_id}: {state}", flush=True)
+  return state
+
+
 def serve(work: Callable[[str], dict], log_path: Callable[[str], str]) -> int:
   """The worker's loop: trains each run id read from stdin with `work(run_id)` (a run_state),
   its output appended to `log_path(run_id)`, and answers on the original stdout.
@@ -138,20 +154,9 @@ def serve(work: Callable[[str], dict], log_path: Callable[[str], str]) -> int:
     run_id = line.strip()
     if not run_id:
       continue
-    signals.busy = True
-    with _output_to(log_path(run_id)):
-      try:
-        state = work(run_id)["state"]
-      except ScalingError as e:  # bad input: its one line, as `ladder worker --run_id` gives
-        log.error("run %s: %s", run_id, e)
-        state = "failed"
-      except Exception:  # noqa: BLE001 - one broken run must not end the worker
-        log.exception("run %s crashed", run_id)
-        state = "failed"
-      print(f"{run_id}: {state}", flush=True)
-    # Idle before the answer: once the runner has it, this worker is idle to it (a signal after
-    # that is an idle worker's), and the record is written.
-    signals.busy = False
+    # Idle again before the answer: once the runner has it, this worker is idle to it (a signal
+    # after that is an idle worker's), and the record is written.
+    state = signals.around(functools.partial(_one_run, work, log_path, run_id))
     reply.write(json.dumps({"run_id": run_id, "state": state}) + "\n")
     if state == "interrupted" or signals.pending is not None:
       break

@@ -4,8 +4,8 @@ Cloud TPU preemption and `scancel` send SIGTERM; Ctrl-C sends SIGINT. A process 
 run after run (a ladder's pool worker) keeps `Deferred` installed between the loops, so that a
 signal landing outside one (while a run compiles, or writes its record) neither kills the
 process mid-record nor is lost: the next loop starts stopped, or the worker ends after its run.
-A process that trains one run (`ladder worker --run_id`, what Slurm and TPU VMs run) keeps it
-around that run (`Deferred.around`).
+Each run goes through `Deferred.around`, in a pool worker and in a one-run worker (`ladder
+worker --run_id`, what Slurm and TPU VMs run) alike.
 """
 
 from __future__ import annotations
@@ -62,9 +62,10 @@ class Deferred:
     return self
 
   def around(self, run: Callable[[], T]) -> T:
-    """`run()`, busy: what a process that trains one run (`ladder worker --run_id`) does with
-    its life. A signal before the run's loop starts stops that loop at once; one after it is
-    kept until the run's record is written, and the process then ends as the run did."""
+    """`run()` (one run: build, loop, record), busy; idle again once it returns. A signal
+    before the run's loop starts stops that loop at once; one after it is kept until the run's
+    record is written. A pool worker wraps each run it trains; a one-run worker (`ladder worker
+    --run_id`) its only one, and then ends as the run did."""
     self.busy = True
     try:
       return run()

@@ -40,8 +40,7 @@ from scaling import cli
 from scaling.fit import chinchilla
 from scaling.fit.table import Table, load_table
 from scaling.ladder import results, spec
-from tests import helpers
-from tests.helpers import load_config
+from tests.helpers import load_config, xla_flags
 
 # Compiled with XLA's optimizations (tests/conftest.py), as `scaling ladder run` compiles for a
 # user: without them the runs train ~2x slower and to other losses (d3 trunk 1.3737 against
@@ -100,7 +99,7 @@ def _summary(fit) -> dict:
 def _isolated_workers(tmp_path, monkeypatch) -> None:
   # One CPU device per worker (see tests/ladder/test_demo_law.py), and a fresh persistent
   # compilation cache: the runs of one depth share their model-building programs.
-  monkeypatch.setenv("XLA_FLAGS", helpers.xla_flags())
+  monkeypatch.setenv("XLA_FLAGS", xla_flags())
   monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax-cache"))
   monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
   monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")

@@ -21,8 +21,7 @@ from scaling import cli
 from scaling.data.synthetic import SyntheticLanguage, SyntheticSpec
 from scaling.fit import chinchilla, validation
 from scaling.fit import table as table_lib
-from tests import helpers
-from tests.helpers import load_config
+from tests.helpers import load_config, xla_flags
 
 # In `make test` (~170 CPU-seconds: its two ladders train with two workers each, so it is
 # scheduled first, and the other test worker runs beside it). Its runs are long enough (up to
@@ -64,7 +63,7 @@ def _profile_minima_inside(table) -> bool:
 
 def test_smoke_demo_recovers_the_floor_and_follows_support_exponent(tmp_path, data_dir,
                                                                    monkeypatch):
-  monkeypatch.setenv("XLA_FLAGS", helpers.xla_flags())  # one device a worker (see _fit_ladder)
+  monkeypatch.setenv("XLA_FLAGS", xla_flags())  # one device a worker (see _fit_ladder)
   fitted, floors = {}, {}
   for beta in (0.5, 2.0):
     fit, sp = _fit_ladder(tmp_path / f"beta{beta}", data_dir, beta)

@@ -10,8 +10,7 @@ import sys
 import portpicker
 import pytest
 
-from tests import helpers
-from tests.helpers import ROOT
+from tests.helpers import ROOT, xla_flags
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +28,7 @@ def _flags(data_dir):
 
 def _env(devices):
   # This test's device count; the suite's other XLA flags (tests/conftest.py) stay.
-  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=helpers.xla_flags(devices))
+  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(devices))
 
 
 def _train(args, devices):
